@@ -106,7 +106,11 @@ mod tests {
             ("0", 0),
         ];
         for (text, ms) in cases {
-            assert_eq!(parse_duration(text).map(|d| d.as_millis()), Ok(ms), "{text}");
+            assert_eq!(
+                parse_duration(text).map(|d| d.as_millis()),
+                Ok(ms),
+                "{text}"
+            );
         }
     }
 

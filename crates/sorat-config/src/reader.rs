@@ -96,7 +96,11 @@ impl<'n> MapReader<'n> {
                 diagnostics.push(Diagnostic::error(
                     self.file,
                     key.head_span(self.file),
-                    format!("keys of {} must be names, found {}", self.what, key.kind_name()),
+                    format!(
+                        "keys of {} must be names, found {}",
+                        self.what,
+                        key.kind_name()
+                    ),
                 ));
                 continue;
             };

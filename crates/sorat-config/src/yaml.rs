@@ -177,7 +177,10 @@ impl Node {
     pub fn head_span(&self, file: &SourceFile) -> Span {
         let text = file.slice(self.span);
         let end = text.find('\n').unwrap_or(text.len());
-        Span::new(self.span.start, self.span.start + end.max(1).min(text.len().max(1)))
+        Span::new(
+            self.span.start,
+            self.span.start + end.max(1).min(text.len().max(1)),
+        )
     }
 }
 
@@ -286,7 +289,11 @@ impl TreeBuilder<'_> {
             }
             Event::Alias(anchor) => {
                 let Some(node) = self.anchors.get(&anchor).cloned() else {
-                    return Err(Diagnostic::error(self.file, span, "alias to an unknown anchor"));
+                    return Err(Diagnostic::error(
+                        self.file,
+                        span,
+                        "alias to an unknown anchor",
+                    ));
                 };
                 self.nodes += count_nodes(&node);
                 let node = Node { span, ..node };
@@ -454,10 +461,10 @@ fn resolve_plain(text: &str) -> ScalarKind {
                 .map_or(ScalarKind::String, ScalarKind::Float),
         };
     }
-    if is_core_float(digits) {
-        if let Ok(value) = text.parse::<f64>() {
-            return ScalarKind::Float(value);
-        }
+    if is_core_float(digits)
+        && let Ok(value) = text.parse::<f64>()
+    {
+        return ScalarKind::Float(value);
     }
     ScalarKind::String
 }
