@@ -144,13 +144,7 @@ pub(crate) fn js_number_to_string(value: f64) -> String {
     if value == 0.0 {
         return "0".to_owned();
     }
-    // Rust's `{:e}` gives the shortest round-tripping digits as `d.ddde±x`.
-    let scientific = format!("{:e}", value.abs());
-    let (mantissa, exponent) = scientific
-        .split_once('e')
-        .unwrap_or((scientific.as_str(), "0"));
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let exponent: i64 = exponent.parse().unwrap_or(0);
+    let (digits, exponent) = shortest_digits(value.abs());
     let digit_count = digits.len() as i64;
     // `point` is JavaScript's n: the position of the decimal point relative to the digits.
     let point = exponent + 1;
@@ -182,6 +176,68 @@ pub(crate) fn js_number_to_string(value: f64) -> String {
         out.push_str(&(point - 1).abs().to_string());
     }
     out
+}
+
+/// The shortest decimal digits that read back as `magnitude` (finite, positive), and the
+/// power of ten of the first digit: `1234.5` is `("12345", 3)`.
+///
+/// Rust's `{:e}` finds the shortest digits, but when the double lies exactly halfway
+/// between the two shortest candidates it rounds up, where ECMAScript picks the candidate
+/// with the even last digit (`1992523372208562.25` prints as `...562.2` in JavaScript).
+/// Such a tie means the exact decimal expansion of the double is one digit longer than
+/// the candidates and ends in 5, which the exact (long) expansion shows.
+fn shortest_digits(magnitude: f64) -> (String, i64) {
+    let (mut digits, exponent) = split_scientific(&format!("{magnitude:e}"));
+    let length = digits.len();
+    let (one_longer, _) = split_scientific(&format!("{magnitude:.length$e}"));
+    if one_longer.ends_with('5')
+        && digits
+            .bytes()
+            .last()
+            .is_some_and(|digit| (digit - b'0') % 2 == 1)
+    {
+        // 800 significant digits hold the exact expansion of any double.
+        let (exact, _) = split_scientific(&format!("{magnitude:.800e}"));
+        if exact.trim_end_matches('0') == one_longer {
+            let lower = &one_longer[..length];
+            let even = if digits == lower {
+                increment_digits(lower)
+            } else {
+                lower.to_owned()
+            };
+            digits = even;
+        }
+    }
+    // An increment may carry into a new leading digit ("99" + 1); the value is unchanged
+    // as long as the exponent follows the digit count.
+    let exponent = exponent + (digits.len() as i64 - length as i64);
+    let trimmed = digits.trim_end_matches('0');
+    let trimmed = if trimmed.is_empty() { "0" } else { trimmed };
+    (trimmed.to_owned(), exponent)
+}
+
+/// Splits Rust's `d.ddde±x` into its digits and exponent.
+fn split_scientific(scientific: &str) -> (String, i64) {
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
+    (
+        mantissa.chars().filter(|c| *c != '.').collect(),
+        exponent.parse().unwrap_or(0),
+    )
+}
+
+/// Adds one to a string of decimal digits.
+fn increment_digits(digits: &str) -> String {
+    let mut bytes = digits.as_bytes().to_vec();
+    for byte in bytes.iter_mut().rev() {
+        if *byte == b'9' {
+            *byte = b'0';
+        } else {
+            *byte += 1;
+            return String::from_utf8(bytes).unwrap_or_default();
+        }
+    }
+    bytes.insert(0, b'1');
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
 /// How a number reads when coerced to a string (`format`, `join`, string comparison,
@@ -324,6 +380,30 @@ mod tests {
         ];
         for (value, expected) in cases {
             assert_eq!(js_number_to_string(*value), *expected);
+        }
+    }
+
+    #[test]
+    // The literals are the exact binary values (quarters, eighths, sixteenths); writing
+    // them out in full is the point.
+    #[allow(clippy::excessive_precision)]
+    fn shortest_digit_ties_go_to_the_even_digit() {
+        // Each double lies exactly halfway between two shortest candidates; JavaScript
+        // picks the even one, Rust's formatter alone would round up (found by comparing
+        // with node on random doubles).
+        let cases: &[(f64, &str)] = &[
+            (1992523372208562.25, "1992523372208562.2"),
+            (142702054491435.625, "142702054491435.62"),
+            (-12300917236224.0625, "-12300917236224.062"),
+            (598974187312242.25, "598974187312242.2"),
+            // Not ties: the shortest digits are unique.
+            (1992523372208562.5, "1992523372208562.5"),
+            (0.5, "0.5"),
+            (9007199254740993.0, "9007199254740992"),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(js_number_to_string(*value), *expected, "{value:e}");
+            assert_eq!(format_number(*value), *expected, "{value:e}");
         }
     }
 
