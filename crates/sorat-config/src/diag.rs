@@ -118,6 +118,13 @@ impl Diagnostics {
         self.items.push(diagnostic);
     }
 
+    /// Adds one diagnostic and returns it, so that a hint can be set on it in place.
+    pub fn add(&mut self, diagnostic: Diagnostic) -> &mut Diagnostic {
+        self.items.push(diagnostic);
+        let last = self.items.len() - 1;
+        &mut self.items[last]
+    }
+
     /// Adds many.
     pub fn extend(&mut self, diagnostics: impl IntoIterator<Item = Diagnostic>) {
         self.items.extend(diagnostics);

@@ -1,1 +1,82 @@
-fn main() {}
+//! The `sorat` binary: parses the command line, wires the libraries, owns the terminal.
+//!
+//! No domain logic lives here: each command reads its arguments, calls a library, and turns
+//! the result into output and an exit code (0 success, 1 the work failed, 2 invalid input).
+
+mod diagnostics;
+mod expr;
+mod run;
+mod validate;
+mod view;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Sorat: from commit to production, and then watching it.
+#[derive(Parser)]
+#[command(name = "sorat", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline on this machine, as CI would.
+    Run(run::RunArgs),
+    /// Check pipeline files; print every error as `file:line:col: message`.
+    Validate(validate::ValidateArgs),
+    /// The expression language.
+    Expr {
+        #[command(subcommand)]
+        command: ExprCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExprCommand {
+    /// Run expression test-vector files (the format of `actions/languageservices`).
+    Test {
+        /// Vector files, or folders of them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print every case, not only failures.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+}
+
+/// The exit codes of every command.
+pub(crate) mod exit {
+    /// The work succeeded.
+    pub(crate) const SUCCESS: u8 = 0;
+    /// The work failed (a job, a test).
+    pub(crate) const FAILURE: u8 = 1;
+    /// The input was invalid; nothing ran.
+    pub(crate) const INVALID: u8 = 2;
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::SUCCESS
+            };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    let code = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Validate(args) => validate::validate(args),
+        Command::Expr {
+            command: ExprCommand::Test { files, verbose },
+        } => expr::test(&files, verbose),
+    };
+    ExitCode::from(code)
+}

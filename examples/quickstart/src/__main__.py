@@ -1,0 +1,5 @@
+import sys
+
+from calc import main
+
+sys.exit(main())
