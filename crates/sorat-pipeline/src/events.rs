@@ -39,6 +39,14 @@ pub enum RunEvent {
         /// Why it waits, in words ("needs `build`, which is running").
         reason: String,
     },
+    /// A job's `if` passed and its matrix was expanded: the job-level entry gives way to
+    /// its instances (one for a job without a matrix).
+    JobPlanned {
+        /// The job's id, as the key of its earlier `JobWaiting` events.
+        job: JobKey,
+        /// Each instance's key and display name.
+        instances: Vec<(JobKey, String)>,
+    },
     /// A job instance started.
     JobStarted {
         /// Which instance.

@@ -72,6 +72,12 @@ fn plain(mut events: UnboundedReceiver<RunEvent>, out: &mut dyn Write) {
                 names.insert(key.clone(), name.clone());
                 writeln!(out, "{} [{name}] waiting: {reason}", now())
             }
+            RunEvent::JobPlanned { instances, .. } => {
+                for (key, name) in instances {
+                    names.insert(key, name);
+                }
+                Ok(())
+            }
             RunEvent::JobStarted { key, name, steps } => {
                 names.insert(key.clone(), name.clone());
                 writeln!(out, "{} [{name}] started ({steps} steps)", now())
@@ -177,6 +183,15 @@ fn live(mut events: UnboundedReceiver<RunEvent>) {
                     bar
                 });
                 bar.set_message(format!("waiting: {reason}"));
+            }
+            RunEvent::JobPlanned { job, instances } => {
+                if let Some(bar) = bars.remove(&job) {
+                    bar.finish_and_clear();
+                    multi.remove(&bar);
+                }
+                for (key, name) in instances {
+                    names.insert(key, name);
+                }
             }
             RunEvent::JobStarted { key, name, steps } => {
                 names.insert(key.clone(), name.clone());

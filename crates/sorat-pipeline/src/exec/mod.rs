@@ -754,6 +754,20 @@ impl Scheduler {
             self.jobs[job_index].instances.push(instance_index);
         }
         self.jobs[job_index].phase = Phase::Expanded;
+        let instances = self.jobs[job_index]
+            .instances
+            .iter()
+            .map(|&i| {
+                (
+                    self.instances[i].key.clone(),
+                    self.instances[i].name.clone(),
+                )
+            })
+            .collect();
+        let _ = self.shared.events.send(RunEvent::JobPlanned {
+            job: JobKey(job.id.clone()),
+            instances,
+        });
     }
 
     fn expand_matrix(
