@@ -257,7 +257,7 @@ async fn http_probe(url: &str) -> bool {
             "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: sorat-probe\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = vec![0u8; 64];
+        let mut head = [0u8; 64];
         let mut filled = 0;
         while filled < 12 {
             let n = stream.read(&mut head[filled..]).await.ok()?;
