@@ -3,7 +3,7 @@
 /// The candidate closest to `word`, when it is close enough to be a likely typo.
 ///
 /// Case differences are free (`Needs` → `needs`); otherwise the Jaro–Winkler similarity must
-/// reach 0.8 or the edit distance be at most a third of the word.
+/// reach 0.8, or the edit distance be at most a third of a word of four or more characters.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let lowered = word.to_lowercase();
     let mut best: Option<(&str, f64)> = None;
@@ -13,7 +13,10 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         }
         let similarity = strsim::jaro_winkler(&lowered, &candidate.to_lowercase());
         let distance = strsim::levenshtein(&lowered, &candidate.to_lowercase());
-        let close_enough = similarity >= 0.8 || distance * 3 <= word.chars().count().max(3);
+        let length = word.chars().count();
+        // One edit in three characters is a typo; in one or two characters it is a different
+        // word (`c` is not a misspelt `a`).
+        let close_enough = similarity >= 0.8 || (length >= 4 && distance * 3 <= length);
         if close_enough && best.is_none_or(|(_, score)| similarity > score) {
             best = Some((candidate, similarity));
         }
@@ -33,5 +36,6 @@ mod tests {
         assert_eq!(closest("timeout-minute", keys), Some("timeout-minutes"));
         assert_eq!(closest("Steps", keys), Some("steps"));
         assert_eq!(closest("banana", keys), None);
+        assert_eq!(closest("c", ["a", "b"]), None);
     }
 }

@@ -892,7 +892,7 @@ impl<'a> Loader<'a> {
         }
         let mut steps: Vec<Step> = Vec::new();
         for (index, item) in items.iter().enumerate() {
-            if let Some(step) = self.step(index, item) {
+            if let Some(step) = self.step(index, item, job_id) {
                 if let Some(id) = &step.id
                     && let Some(first) = steps
                         .iter()
@@ -909,8 +909,8 @@ impl<'a> Loader<'a> {
         steps
     }
 
-    fn step(&mut self, index: usize, node: &Node) -> Option<Step> {
-        let what = format!("step {}", index + 1);
+    fn step(&mut self, index: usize, node: &Node, job_id: &str) -> Option<Step> {
+        let what = format!("step {} of job `{job_id}`", index + 1);
         let mut reader = self.reader(node, what.clone())?;
         let id = reader.get("id").and_then(|id_node| {
             let text = expect_text(self.file, id_node, "`id`", self.diagnostics)?;

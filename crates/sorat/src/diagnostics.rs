@@ -1,52 +1,82 @@
 //! Diagnostics for people: `file:line:col: error: message`, the source line, a caret, a hint.
+//!
+//! The first line is the form editors and CI annotations parse; the snippet under it shows
+//! the place. Rendered here rather than with a reporting crate because the one-line form
+//! must come first and exactly once, and a single-line snippet is all a YAML mistake needs.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
-use codespan_reporting::diagnostic::{Diagnostic as Report, Label, Severity as ReportSeverity};
-use codespan_reporting::files::SimpleFile;
-use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
-use codespan_reporting::term::{self, Config, Styles, StylesWriter};
 use sorat_config::{Diagnostic, Severity};
 
-/// Prints diagnostics to standard error: the one-line form first (which editors and CI
-/// annotations read), then the snippet.
-pub(crate) fn print(diagnostics: &[Diagnostic]) {
-    let color = if std::io::stderr().is_terminal() {
-        ColorChoice::Auto
-    } else {
-        ColorChoice::Never
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn wrap(&self, code: &str, text: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+/// Renders one diagnostic: the one-line form, then (for a located one) the source line with
+/// a caret under the span, then the hint.
+pub(crate) fn render(diagnostic: &Diagnostic, color: bool) -> String {
+    let paint = Paint { on: color };
+    let (level, level_color) = match diagnostic.severity {
+        Severity::Error => ("error", "1;31"),
+        Severity::Warning => ("warning", "1;33"),
     };
-    let stream = StandardStream::stderr(color);
-    let styles = Styles::default();
-    let config = Config::default();
-    for diagnostic in diagnostics {
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("{diagnostic}");
-        }
-        let Some(file) = &diagnostic.file else {
-            continue;
-        };
-        let simple = SimpleFile::new(file.path().display().to_string(), file.text());
-        let severity = match diagnostic.severity {
-            Severity::Error => ReportSeverity::Error,
-            Severity::Warning => ReportSeverity::Warning,
-        };
-        let end = diagnostic
-            .span
-            .end
-            .max(diagnostic.span.start + 1)
-            .min(file.text().len());
-        let start = diagnostic.span.start.min(end);
-        let mut report = Report::new(severity)
-            .with_message(&diagnostic.message)
-            .with_labels(vec![Label::primary((), start..end)]);
+    let mut out = String::new();
+    if let Some(location) = diagnostic.location() {
+        out.push_str(&paint.wrap("1", &location));
+        out.push_str(": ");
+    }
+    out.push_str(&paint.wrap(level_color, level));
+    out.push_str(": ");
+    out.push_str(&paint.wrap("1", &diagnostic.message));
+    out.push('\n');
+    if let Some(file) = &diagnostic.file {
+        let text = file.text();
+        let start = diagnostic.span.start.min(text.len());
+        let position = file.line_col(start);
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let line = &text[line_start..line_end];
+        let end = diagnostic.span.end.clamp(start, line_end);
+        let lead: String = text[line_start..start]
+            .chars()
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        let width = text[start..end].chars().count().max(1);
+        let number = position.line.to_string();
+        let gutter = " ".repeat(number.len());
+        out.push_str(&paint.wrap("34", &format!("{gutter} |\n{number} | ")));
+        out.push_str(line);
+        out.push('\n');
+        out.push_str(&paint.wrap("34", &format!("{gutter} | ")));
+        out.push_str(&lead);
+        out.push_str(&paint.wrap(level_color, &"^".repeat(width)));
+        out.push('\n');
         if let Some(hint) = &diagnostic.hint {
-            report = report.with_notes(vec![format!("hint: {hint}")]);
+            out.push_str(&paint.wrap("34", &format!("{gutter} = ")));
+            out.push_str(&format!("hint: {hint}\n"));
         }
-        let mut lock = stream.lock();
-        let mut writer = StylesWriter::new(&mut lock, &styles);
-        let _ = term::emit_to_write_style(&mut writer, &config, &simple, &report);
+    } else if let Some(hint) = &diagnostic.hint {
+        out.push_str(&format!("  hint: {hint}\n"));
+    }
+    out
+}
+
+/// Prints diagnostics to standard error, each followed by a blank line.
+pub(crate) fn print(diagnostics: &[Diagnostic]) {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut stderr = std::io::stderr().lock();
+    for diagnostic in diagnostics {
+        let _ = writeln!(stderr, "{}", render(diagnostic, color));
     }
 }
 
@@ -66,4 +96,21 @@ pub(crate) fn counts(diagnostics: &[Diagnostic]) -> String {
         plural(errors, "error"),
         plural(warnings, "warning")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sorat_config::{SourceFile, Span};
+
+    #[test]
+    fn renders_the_line_the_caret_and_the_hint() {
+        let file = SourceFile::new("p.yaml", "jobs:\n  a:\n    need: [b]\n");
+        let diagnostic = Diagnostic::error(&file, Span::new(16, 20), "unknown key `need`")
+            .with_hint("did you mean `needs`?");
+        assert_eq!(
+            render(&diagnostic, false),
+            "p.yaml:3:5: error: unknown key `need`\n  |\n3 |     need: [b]\n  |     ^^^^\n  = hint: did you mean `needs`?\n"
+        );
+    }
 }
