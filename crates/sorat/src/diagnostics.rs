@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn renders_the_line_the_caret_and_the_hint() {
         let file = SourceFile::new("p.yaml", "jobs:\n  a:\n    need: [b]\n");
-        let diagnostic = Diagnostic::error(&file, Span::new(16, 20), "unknown key `need`")
+        let diagnostic = Diagnostic::error(&file, Span::new(15, 19), "unknown key `need`")
             .with_hint("did you mean `needs`?");
         assert_eq!(
             render(&diagnostic, false),
