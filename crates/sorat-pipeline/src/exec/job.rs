@@ -646,6 +646,7 @@ async fn run_step(
         status: run.status,
     };
     let name = step_display_name(step, &context, &host);
+    let name = run.masker.read().map(|m| m.mask(&name)).unwrap_or(name);
     let mut record = StepRecord {
         name: name.clone(),
         id: step.id.as_ref().map(|id| id.value.clone()),

@@ -390,14 +390,25 @@ pub async fn run(
 /// Writes `run.json` atomically: a reader, or a run killed half-way, sees the old record or
 /// the new one, never half of one.
 pub fn write_record(run_dir: &Path, record: &RunRecord) -> std::io::Result<()> {
+    write_json_atomically(run_dir, "run.json", record)?;
+    let _ = std::fs::remove_file(run_dir.join("run.partial.json"));
+    Ok(())
+}
+
+/// Writes `name` in `dir` through a synced temporary file and a rename.
+fn write_json_atomically(
+    dir: &Path,
+    name: &str,
+    value: &impl serde::Serialize,
+) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = run_dir.join("run.json.tmp");
+    let tmp = dir.join(format!("{name}.tmp"));
     let mut file = std::fs::File::create(&tmp)?;
-    serde_json::to_writer_pretty(&mut file, record).map_err(std::io::Error::other)?;
+    serde_json::to_writer_pretty(&mut file, value).map_err(std::io::Error::other)?;
     file.write_all(b"\n")?;
     file.sync_all()?;
-    std::fs::rename(&tmp, run_dir.join("run.json"))?;
-    if let Ok(dir) = std::fs::File::open(run_dir) {
+    std::fs::rename(&tmp, dir.join(name))?;
+    if let Ok(dir) = std::fs::File::open(dir) {
         let _ = dir.sync_all();
     }
     Ok(())
@@ -1084,11 +1095,15 @@ impl Scheduler {
             .iter()
             .filter_map(|instance| instance.record.clone())
             .collect();
-        let partial = serde_json::json!({ "status": "running", "jobs": jobs });
-        let _ = std::fs::write(
-            self.shared.run_dir.join("run.partial.json"),
-            serde_json::to_vec_pretty(&partial).unwrap_or_default(),
-        );
+        let partial =
+            serde_json::json!({ "status": "running", "id": self.shared.run_id, "jobs": jobs });
+        if let Err(error) =
+            write_json_atomically(&self.shared.run_dir, "run.partial.json", &partial)
+        {
+            let _ = self.shared.events.send(RunEvent::Warning {
+                message: format!("the partial run record could not be written: {error}"),
+            });
+        }
     }
 
     fn maybe_finish_job(&mut self, job_index: usize) {
