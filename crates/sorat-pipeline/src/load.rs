@@ -1318,7 +1318,10 @@ impl<'a> Loader<'a> {
     /// offset is carried over from there. Where that fails, the whole scalar is the place.
     fn span_in_scalar(&self, node: &Node, text: &str, offset: usize) -> Span {
         let source = self.file.slice(node.span);
-        let offset = offset.min(text.len());
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let anchor = text[..offset].rfind("${{");
         let (text_anchor, occurrence) = match anchor {
             Some(index) => (index, text[..index].matches("${{").count()),
