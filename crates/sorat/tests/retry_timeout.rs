@@ -44,14 +44,14 @@ jobs:
     assert_eq!(flaky["attempts"], 2);
     assert_eq!(flaky["exit_code"], 0);
     assert_eq!(project.read_scratch("count").trim(), "2");
-    // The step's log tells of the failed attempt.
-    let log = common::read_log(std::path::Path::new(flaky["log"]["path"].as_str().unwrap()));
-    assert!(log.contains("attempt 1"), "{log}");
+    // The step's output tells of the failed attempt.
+    assert!(outcome.showed("attempt 1"), "{}", outcome.stderr);
     assert!(
-        log.contains("sorat: attempt 1 failed with exit code 1; retrying (1 of 2)"),
-        "{log}"
+        outcome.showed("sorat: attempt 1 failed with exit code 1; retrying (1 of 2)"),
+        "{}",
+        outcome.stderr
     );
-    assert!(log.contains("attempt 2"), "{log}");
+    assert!(outcome.showed("attempt 2"), "{}", outcome.stderr);
 }
 
 #[test]

@@ -41,6 +41,21 @@ impl Outcome {
         format!("{}\n{}", self.stdout, self.stderr)
     }
 
+    /// The step output lines `sorat run` showed (`<time> [<job>] | <line>`, on standard
+    /// output in plain mode and on standard error with `--output json`), without their prefix.
+    pub(crate) fn shown_lines(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .chain(self.stderr.lines())
+            .filter_map(|line| line.split_once("] | ").map(|(_, rest)| rest))
+            .collect()
+    }
+
+    /// Whether a step output line equal to `line` was shown.
+    pub(crate) fn showed(&self, line: &str) -> bool {
+        self.shown_lines().contains(&line)
+    }
+
     /// Fails the test with both streams when the exit code is not `expected`.
     pub(crate) fn expect_code(&self, expected: i32) -> &Outcome {
         assert_eq!(
@@ -230,7 +245,9 @@ impl Project {
         serde_json::from_str(&text).expect("run.json is JSON")
     }
 
-    /// Every stored log of every run, decompressed, with its path.
+    /// Every stored log file of every run, with as much of its text as can be decompressed
+    /// (an unfinished zstd frame still yields what it holds: for "never written to disk"
+    /// checks, what is on disk matters, finished or not).
     pub(crate) fn all_logs(&self) -> Vec<(PathBuf, String)> {
         let mut found = Vec::new();
         collect_logs(&self.data.join("runs"), &mut found);
@@ -258,7 +275,7 @@ fn collect_logs(dir: &Path, found: &mut Vec<(PathBuf, String)>) {
         if path.is_dir() {
             collect_logs(&path, found);
         } else if path.to_string_lossy().ends_with(".log.zst") {
-            let text = read_log(&path);
+            let text = read_log_lossy(&path);
             found.push((path, text));
         }
     }
@@ -270,6 +287,23 @@ pub(crate) fn read_log(path: &Path) -> String {
     let text = zstd::decode_all(bytes.as_slice())
         .unwrap_or_else(|error| panic!("{} is not zstd: {error}", path.display()));
     String::from_utf8(text).expect("a log is UTF-8")
+}
+
+/// As much of a stored log as decompresses, whether or not its zstd frame was finished.
+pub(crate) fn read_log_lossy(path: &Path) -> String {
+    let file =
+        std::fs::File::open(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let mut text = Vec::new();
+    if let Ok(mut decoder) = zstd::Decoder::new(file) {
+        let mut buffer = [0u8; 64 * 1024];
+        while let Ok(n) = decoder.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buffer[..n]);
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// The lines of a stored log without their timestamps.
