@@ -305,3 +305,30 @@ jobs:
     assert_eq!(record["sha"], head.as_str());
     assert_eq!(record["ref"], "refs/heads/main");
 }
+
+#[test]
+#[ignore = "bug: folders written to $GITHUB_PATH by one step end up in file order (first line first); GitHub prepends each line, so the last line comes first"]
+fn github_path_lines_of_one_step_put_the_last_line_first() {
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  path:
+    steps:
+      - run: |
+          echo /added/first >> "$GITHUB_PATH"
+          echo /added/second >> "$GITHUB_PATH"
+      - run: echo /added/third >> "$GITHUB_PATH"
+      - id: show
+        run: echo "prefix=${PATH%%:/[!a]*}" >> "$GITHUB_OUTPUT"
+"#,
+    );
+    let (outcome, record) = project.run_json(&[]);
+    outcome.expect_code(0);
+    // The GitHub runner keeps the added folders in a list and puts them in PATH reversed:
+    // the newest first, whether it came from a later step or a later line.
+    assert_eq!(
+        step(job(&record, "path"), "show")["outputs"]["prefix"],
+        "/added/third:/added/second:/added/first"
+    );
+}
