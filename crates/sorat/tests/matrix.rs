@@ -265,3 +265,84 @@ jobs:
         outcome.stdout
     );
 }
+
+#[test]
+fn fail_fast_cancels_queued_siblings_before_they_start() {
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  test:
+    strategy:
+      max-parallel: 1
+      matrix:
+        n: [1, 2, 3]
+    steps:
+      - run: |
+          touch "$SCRATCH/ran-${{ matrix.n }}"
+          exit 1
+"#,
+    );
+    let (outcome, record) = project.run_json(&["--jobs", "4"]);
+    outcome.expect_code(1);
+    assert_eq!(job(&record, "test (1)")["status"], "failure");
+    for n in [2, 3] {
+        let queued = job(&record, &format!("test ({n})"));
+        assert_eq!(queued["status"], "cancelled", "{queued:#}");
+        assert!(!project.scratch_file(&format!("ran-{n}")).exists());
+    }
+}
+
+#[test]
+fn a_matrix_from_an_expression_expands_from_a_needed_jobs_output() {
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  plan:
+    outputs:
+      matrix: ${{ steps.plan.outputs.matrix }}
+    steps:
+      - id: plan
+        run: echo 'matrix={"os":["linux","mac"],"include":[{"os":"bsd","n":1}]}' >> "$GITHUB_OUTPUT"
+  test:
+    needs: plan
+    strategy:
+      matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}
+    steps:
+      - id: show
+        run: echo "os=${{ matrix.os }}" >> "$GITHUB_OUTPUT"
+"#,
+    );
+    let (outcome, record) = project.run_json(&[]);
+    outcome.expect_code(0);
+    assert_eq!(
+        common::job_names(&record),
+        ["plan", "test (linux)", "test (mac)", "test (bsd, 1)"]
+    );
+    assert_eq!(
+        common::step(job(&record, "test (bsd, 1)"), "show")["outputs"]["os"],
+        "bsd"
+    );
+}
+
+#[test]
+#[ignore = "bug: a job `name` using `matrix` is evaluated without the matrix, so every instance is named `test on `"]
+fn a_job_name_can_use_the_matrix() {
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  test:
+    name: test on ${{ matrix.os }}
+    strategy:
+      matrix:
+        os: [linux, mac]
+    steps:
+      - run: echo "${{ matrix.os }}"
+"#,
+    );
+    let (outcome, record) = project.run_json(&[]);
+    outcome.expect_code(0);
+    assert_eq!(common::job_names(&record), ["test on linux", "test on mac"]);
+}
