@@ -135,3 +135,40 @@ jobs:
     let pgid = common::read_pid(&project.scratch_file("cleanup-pgid"));
     assert_eq!(common::group_members(pgid), Vec::<i32>::new());
 }
+
+#[test]
+#[ignore = "bug: SIGTERM kills `sorat run` at once and leaves every running step's process group orphaned and running"]
+fn sigterm_stops_the_steps_it_started() {
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  long:
+    steps:
+      - run: |
+          echo $$ > "$SCRATCH/pgid"
+          sleep 60
+"#,
+    );
+    let child = project
+        .sorat(&[
+            "run",
+            project.repo.to_str().unwrap(),
+            "--data",
+            project.data.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    common::wait_for_file(&project.scratch_file("pgid"));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let outcome = common::finish(child);
+    assert_ne!(outcome.code, 0);
+    let pgid = common::read_pid(&project.scratch_file("pgid"));
+    // The step runs in its own process group, so a SIGTERM to `sorat` alone (`timeout`, a
+    // CI runner cancelling, `docker stop`) reaches it only if `sorat` passes it on.
+    let survivors = common::group_members(pgid);
+    for pid in &survivors {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    assert_eq!(survivors, Vec::<i32>::new(), "the step outlived sorat");
+}
