@@ -241,3 +241,51 @@ fn downloading_an_unknown_artifact_fails_and_lists_the_available_ones() {
     );
     assert_eq!(job(&record, "consume")["status"], "success");
 }
+
+#[test]
+fn a_cache_is_not_saved_from_a_failed_job() {
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  build:
+    steps:
+      - id: cache
+        uses: actions/cache@v4
+        with:
+          path: deps
+          key: deps-fixed
+      - id: report
+        run: |
+          echo "hit=${{ steps.cache.outputs.cache-hit }}" >> "$GITHUB_OUTPUT"
+          mkdir -p deps && echo data > deps/file
+      - run: test -e "$SCRATCH/pass"
+"#,
+    );
+    let (failed, record) = project.run_json(&[]);
+    failed.expect_code(1);
+    let build = job(&record, "build");
+    assert_eq!(step(build, "report")["outputs"]["hit"], "false");
+    assert!(
+        !build["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|step| step["name"].as_str().unwrap().starts_with("Post cache")),
+        "{build:#}"
+    );
+    std::fs::write(project.scratch_file("pass"), "").unwrap();
+    let (passed, record) = project.run_json(&[]);
+    passed.expect_code(0);
+    assert_eq!(
+        step(job(&record, "build"), "report")["outputs"]["hit"],
+        "false",
+        "the failed run saved its cache"
+    );
+    let (third, record) = project.run_json(&[]);
+    third.expect_code(0);
+    assert_eq!(
+        step(job(&record, "build"), "report")["outputs"]["hit"],
+        "true"
+    );
+}
