@@ -72,11 +72,8 @@ pub struct RepoState {
 /// Finds the repository around `dir` and reads its `HEAD`.
 pub fn repo_state(dir: &Path) -> Result<RepoState, GitError> {
     let root = PathBuf::from(git(dir, &["rev-parse", "--show-toplevel"])?);
-    let sha =
-        git(&root, &["rev-parse", "--verify", "HEAD^{commit}"]).map_err(|error| GitError {
-            args: error.args,
-            message: "the repository has no commit yet (commit first, or run with --dirty)".into(),
-        })?;
+    // A repository without a commit has no sha; only a `--dirty` run can use it.
+    let sha = git(&root, &["rev-parse", "--verify", "-q", "HEAD^{commit}"]).unwrap_or_default();
     let (git_ref, ref_name, ref_type) = match git(&root, &["symbolic-ref", "-q", "HEAD"]) {
         Ok(full) => {
             let short = full
@@ -85,24 +82,39 @@ pub fn repo_state(dir: &Path) -> Result<RepoState, GitError> {
                 .to_string();
             (full, short, "branch".to_string())
         }
+        Err(_) if sha.is_empty() => (String::new(), String::new(), "branch".to_string()),
         Err(_) => match git(&root, &["describe", "--tags", "--exact-match", "HEAD"]) {
             Ok(tag) => (format!("refs/tags/{tag}"), tag, "tag".to_string()),
             Err(_) => (sha.clone(), sha.clone(), "branch".to_string()),
         },
     };
-    let changed_files = git_z(
-        &root,
-        &[
-            "diff-tree",
-            "--no-commit-id",
-            "--name-only",
-            "-r",
-            "-z",
-            "--root",
-            "HEAD",
-        ],
-    )
-    .unwrap_or_default();
+    let changed_files = if sha.is_empty() {
+        git_z(
+            &root,
+            &[
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ],
+        )
+        .unwrap_or_default()
+    } else {
+        git_z(
+            &root,
+            &[
+                "diff-tree",
+                "--no-commit-id",
+                "--name-only",
+                "-r",
+                "-z",
+                "--root",
+                "HEAD",
+            ],
+        )
+        .unwrap_or_default()
+    };
     let name = root.file_name().map_or_else(
         || "repository".to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -121,7 +133,13 @@ pub fn repo_state(dir: &Path) -> Result<RepoState, GitError> {
 /// Files of the working copy that differ from `HEAD`: changed or staged (present or deleted)
 /// and untracked but not ignored.
 pub fn dirty_files(root: &Path) -> Result<Vec<String>, GitError> {
-    let mut files = git_z(root, &["diff", "--name-only", "-z", "HEAD"])?;
+    let has_head = git(root, &["rev-parse", "--verify", "-q", "HEAD^{commit}"]).is_ok();
+    let mut files = if has_head {
+        git_z(root, &["diff", "--name-only", "-z", "HEAD"])?
+    } else {
+        // Before the first commit, everything staged differs from the (empty) HEAD.
+        git_z(root, &["ls-files", "-z", "--cached"])?
+    };
     files.extend(git_z(
         root,
         &["ls-files", "-z", "--others", "--exclude-standard"],
@@ -132,8 +150,18 @@ pub fn dirty_files(root: &Path) -> Result<Vec<String>, GitError> {
 }
 
 /// Puts `commit` of the repository at `source` into `dest`: a clone that borrows the
-/// source's objects (`--shared`), so only the checked-out files are written.
+/// source's objects (`--shared`), so only the checked-out files are written. Without a commit
+/// (a repository before its first one), `dest` becomes an empty repository for the working
+/// copy's files to be laid into.
 pub fn checkout(source: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
+    if commit.is_empty() {
+        std::fs::create_dir_all(dest).map_err(|error| GitError {
+            args: "init".into(),
+            message: error.to_string(),
+        })?;
+        git(dest, &["init", "--quiet"])?;
+        return Ok(());
+    }
     let dest_text = dest.to_string_lossy();
     let source_text = source.to_string_lossy();
     git(

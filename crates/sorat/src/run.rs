@@ -216,6 +216,12 @@ pub(crate) fn run(args: RunArgs) -> u8 {
             )]);
         }
     };
+    if repo.sha.is_empty() && !args.dirty {
+        return invalid(&[format!(
+            "{}: the repository has no commit yet; commit first, or run the working copy with --dirty",
+            repo.root.display()
+        )]);
+    }
     let project_root = if pipeline_dir.file_name().is_some_and(|n| n == ".sorat") {
         pipeline_dir
             .parent()
@@ -373,17 +379,27 @@ pub(crate) fn run(args: RunArgs) -> u8 {
             let cancel = cancel.clone();
             let events = events_tx.clone();
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
+                // Ctrl-C, a terminal closing (SIGHUP) and a service manager's SIGTERM all
+                // cancel: steps' process groups are stopped rather than orphaned.
+                let mut stops = match stop_signals() {
+                    Ok(stops) => stops,
+                    Err(_) => return,
+                };
+                let mut first = true;
+                while let Some(name) = stops.recv().await {
                     let _ = events.send(sorat_pipeline::events::RunEvent::Warning {
-                        message: "cancelling: steps are being stopped; `always()` steps still run (Ctrl-C again to kill everything)".into(),
+                        message: if first {
+                            format!("{name}: cancelling; steps are being stopped, `always()` steps still run (Ctrl-C again to kill everything)")
+                        } else {
+                            format!("{name} again: killing everything")
+                        },
                     });
-                    cancel.soft.cancel();
-                }
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    let _ = events.send(sorat_pipeline::events::RunEvent::Warning {
-                        message: "killing everything".into(),
-                    });
-                    cancel.hard.cancel();
+                    if first {
+                        cancel.soft.cancel();
+                        first = false;
+                    } else {
+                        cancel.hard.cancel();
+                    }
                 }
             })
         };
@@ -402,6 +418,28 @@ pub(crate) fn run(args: RunArgs) -> u8 {
         Status::Success | Status::Skipped => exit::SUCCESS,
         Status::Failure | Status::Cancelled => exit::FAILURE,
     }
+}
+
+/// SIGINT, SIGTERM and SIGHUP as one stream of names.
+fn stop_signals() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<&'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for (kind, name) in [
+        (SignalKind::interrupt(), "interrupted"),
+        (SignalKind::terminate(), "terminated"),
+        (SignalKind::hangup(), "hung up"),
+    ] {
+        let mut stream = signal(kind)?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if tx.send(name).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(rx)
 }
 
 #[cfg(test)]

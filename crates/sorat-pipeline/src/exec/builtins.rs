@@ -161,10 +161,7 @@ pub(crate) async fn run_post(run: &mut JobRun<'_>, action: PostAction) -> StepRe
         }
     };
     let outcome = cache_save(run, key, paths, &log).await;
-    let log_record = Arc::try_unwrap(log)
-        .ok()
-        .and_then(|mutex| mutex.into_inner().ok())
-        .map(LogWriter::finish);
+    let log_record = super::log::close_shared(&log);
     let _ = run.shared.events.send(RunEvent::StepFinished {
         key: run.key.clone(),
         index: run.job.steps.len() + step_index,

@@ -411,6 +411,14 @@ async fn run_attempt(
     finish(record, started, shared, &checkout_root, &temp)
 }
 
+/// The text with the job's secrets masked.
+fn mask_with(masker: &SharedMasker, text: &str) -> String {
+    masker
+        .read()
+        .map(|masker| masker.mask(text))
+        .unwrap_or_else(|_| "***".to_string())
+}
+
 fn finish(
     mut record: JobRecord,
     started: Instant,
@@ -419,6 +427,9 @@ fn finish(
     temp: &Path,
 ) -> JobRecord {
     record.duration_ms = started.elapsed().as_millis() as u64;
+    // Whatever the reasons quote (an input, a path, a ref) may hold a secret.
+    record.name = shared.masker.mask(&record.name);
+    record.reason = record.reason.map(|reason| shared.masker.mask(&reason));
     let _ = std::fs::remove_dir_all(temp);
     if !shared.request.keep_workspaces {
         let _ = std::fs::remove_dir_all(workspace);
@@ -739,10 +750,7 @@ async fn run_step(
     };
 
     let outcome = execute_step(run, step, &log, &cancel).await;
-    let log_record: Option<LogRecord> = Arc::try_unwrap(log)
-        .ok()
-        .and_then(|mutex| mutex.into_inner().ok())
-        .map(LogWriter::finish);
+    let log_record: Option<LogRecord> = super::log::close_shared(&log);
 
     record.duration_ms = started.elapsed().as_millis() as u64;
     record.attempts = outcome.1;
@@ -751,7 +759,7 @@ async fn run_step(
     record.outputs = outcome.outputs;
     record.summary = outcome.summary;
     record.outcome = outcome.status;
-    record.reason = outcome.reason;
+    record.reason = outcome.reason.map(|reason| mask_with(&run.masker, &reason));
     let continue_on_error = match &step.continue_on_error {
         None => false,
         Some(BoolOrTemplate::Literal(value)) => *value,
@@ -1053,7 +1061,8 @@ fn collect_command_files(
         Err(message) => problems.push(message),
     }
     if let Ok(text) = std::fs::read_to_string(&files.path) {
-        for folder in parse_path_file(&text).into_iter().rev() {
+        // Each line is prepended in turn, as GitHub does: the last line comes first.
+        for folder in parse_path_file(&text) {
             run.path_prefix.insert(0, folder);
         }
     }

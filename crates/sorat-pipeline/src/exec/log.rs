@@ -32,6 +32,7 @@ pub struct LogWriter {
     masker: SharedMasker,
     events: UnboundedSender<RunEvent>,
     key: JobKey,
+    closed: bool,
 }
 
 impl LogWriter {
@@ -57,11 +58,15 @@ impl LogWriter {
             masker,
             events,
             key,
+            closed: false,
         })
     }
 
     /// Takes one line of raw output (without its newline).
     pub fn line(&mut self, raw: &str) {
+        if self.closed {
+            return;
+        }
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
         // `::add-mask::VALUE` registers VALUE before the line itself is masked, so the
         // command never shows what it hides.
@@ -122,7 +127,11 @@ impl LogWriter {
     }
 
     /// Closes the log (flushing and syncing it) and describes it for the record.
-    pub fn finish(mut self) -> LogRecord {
+    ///
+    /// Lines arriving later (from a process that escaped its step's group and still holds
+    /// the pipe) are no longer stored; the log on disk is complete as of now.
+    pub fn close(&mut self) -> LogRecord {
+        self.closed = true;
         if let Some(encoder) = self.encoder.take() {
             let result = encoder.finish().and_then(|mut file| {
                 file.flush()?;
@@ -146,6 +155,11 @@ impl LogWriter {
             tail,
         }
     }
+}
+
+/// Closes a shared log, whoever else still holds it.
+pub fn close_shared(log: &std::sync::Mutex<LogWriter>) -> Option<LogRecord> {
+    log.lock().ok().map(|mut log| log.close())
 }
 
 /// Reads lines from `reader` into `log` until end of file; long lines are split.

@@ -344,7 +344,15 @@ pub async fn run(
     for job in &jobs {
         tests.merge(&job.tests);
     }
-    let status = if jobs.iter().any(|job| job.status == Status::Failure) {
+    // A failed instance of a job with `continue-on-error` does not fail the run.
+    let failed = scheduler.instances.iter().any(|instance| {
+        !instance.continue_on_error
+            && instance
+                .record
+                .as_ref()
+                .is_some_and(|record| record.status == Status::Failure)
+    });
+    let status = if failed {
         Status::Failure
     } else if shared.cancel.soft.is_cancelled()
         || jobs.iter().any(|job| job.status == Status::Cancelled)
@@ -700,17 +708,6 @@ impl Scheduler {
             } else {
                 JobKey(job.id.clone())
             };
-            let base_name = job
-                .name
-                .as_ref()
-                .and_then(|name| name.value.eval_to_string(&context, &host).ok())
-                .unwrap_or_else(|| job.id.clone());
-            let name = match &combination {
-                Some(combination) if job.name.is_none() => {
-                    format!("{base_name} {}", matrix::display_suffix(combination))
-                }
-                _ => base_name,
-            };
             let strategy = Value::Object(IndexMap::from([
                 ("fail-fast".to_string(), Value::Bool(fail_fast)),
                 ("job-index".to_string(), Value::Number(index as f64)),
@@ -726,6 +723,20 @@ impl Scheduler {
                 Value::Object(combination.clone().unwrap_or_default()),
             );
             instance_context.insert("strategy", strategy.clone());
+            // The name may use the matrix (`name: test on ${{ matrix.os }}`), so it is
+            // evaluated per instance; without a name, the matrix values are appended.
+            let base_name = job
+                .name
+                .as_ref()
+                .and_then(|name| name.value.eval_to_string(&instance_context, &host).ok())
+                .unwrap_or_else(|| job.id.clone());
+            let name = match &combination {
+                Some(combination) if job.name.is_none() => {
+                    format!("{base_name} {}", matrix::display_suffix(combination))
+                }
+                _ => base_name,
+            };
+            let name = self.shared.masker.mask(&name);
             let continue_on_error = match &job.continue_on_error {
                 None => false,
                 Some(BoolOrTemplate::Literal(value)) => *value,
@@ -876,6 +887,7 @@ impl Scheduler {
     /// A job that ends before any instance runs: skipped, or failed in its `if` or matrix.
     fn finish_job_without_instances(&mut self, job_index: usize, status: Status, reason: String) {
         let job = &self.pipeline.jobs[job_index];
+        let reason = self.shared.masker.mask(&reason);
         let record = JobRecord {
             id: job.id.clone(),
             name: job.id.clone(),

@@ -99,6 +99,8 @@ pub async fn run_process(
     let reader_log = Arc::clone(&log);
     std::thread::spawn(move || {
         pump_lines(reader, &reader_log);
+        // Let go of the log before saying so: the step closes it next.
+        drop(reader_log);
         let _ = done_tx.send(());
     });
 

@@ -25,7 +25,8 @@ use crate::spec::{ProbeCheck, Service};
 pub(crate) struct RunningService {
     pub(crate) name: String,
     stop: CancellationToken,
-    task: JoinHandle<Exit>,
+    /// The service's process; `None` once it has been awaited (it exited early).
+    task: Option<JoinHandle<Exit>>,
     log: Arc<Mutex<LogWriter>>,
     ready: bool,
 }
@@ -42,11 +43,10 @@ impl RunningService {
     /// Stops the service and closes its log.
     pub(crate) async fn stop(self) -> ServiceRecord {
         self.stop.cancel();
-        let _ = self.task.await;
-        let log = Arc::try_unwrap(self.log)
-            .ok()
-            .and_then(|mutex| mutex.into_inner().ok())
-            .map(LogWriter::finish);
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+        let log = super::log::close_shared(&self.log);
         ServiceRecord {
             name: self.name,
             ready: self.ready,
@@ -148,7 +148,7 @@ pub(crate) async fn start(
     let mut running = RunningService {
         name: service.name.clone(),
         stop,
-        task,
+        task: Some(task),
         log,
         ready: probe.is_none(),
     };
@@ -158,9 +158,9 @@ pub(crate) async fn start(
     let started = Instant::now();
     let process_env = run.process_env(&env, None);
     loop {
-        if running.task.is_finished() {
+        if let Some(task) = running.task.take_if(|task| task.is_finished()) {
+            let exit = task.await.ok();
             let tail = tail_text(&running.log);
-            let exit = (&mut running.task).await.ok();
             let how = match exit {
                 Some(Exit::Code(code)) => format!("exited with code {code}"),
                 Some(Exit::SpawnFailed(message)) => message,
