@@ -145,6 +145,104 @@ fn validate_reports_every_mistake_at_its_line_and_column() {
     );
 }
 
+/// `line:col` of the `n`-th (from 0) occurrence of `anchor` in `text`.
+fn nth_position(text: &str, anchor: &str, n: usize) -> String {
+    let (offset, _) = text
+        .match_indices(anchor)
+        .nth(n)
+        .unwrap_or_else(|| panic!("`{anchor}` does not occur {} times", n + 1));
+    let (line, col) = line_col(text, offset);
+    format!("{line}:{col}")
+}
+
+const BROKEN_JOB: &str = r#"on: [push]
+jobs:
+  loop:
+    needs: loop
+    container: node:20
+    timeout-minutes: 5m
+    steps:
+      - id: same
+        run: echo one
+      - id: same
+        run: echo two
+      - uses: actions/checkout@v4
+        with:
+          fetch-deph: 1
+      - run: echo both
+        uses: junit
+      - shell: fish
+        run: echo fish
+      - retry: 500
+        run: echo again
+"#;
+
+#[test]
+fn validate_locates_job_and_step_mistakes() {
+    let temp = tempfile::tempdir().unwrap();
+    std::fs::write(temp.path().join("p.yaml"), BROKEN_JOB).unwrap();
+    let outcome = sorat_in(temp.path(), &["validate", "p.yaml"]);
+    outcome.expect_code(2);
+    let expected = [
+        (
+            position(BROKEN_JOB, "needs: loop", "needs: ".len()),
+            "job `loop` needs itself",
+        ),
+        (
+            position(BROKEN_JOB, "container", 0),
+            "`container` needs a container runtime",
+        ),
+        (
+            position(BROKEN_JOB, "5m", 0),
+            "`timeout-minutes` must be a number, found `5m`",
+        ),
+        (
+            nth_position(BROKEN_JOB, "same", 1),
+            "duplicate step id `same`",
+        ),
+        (
+            position(BROKEN_JOB, "fetch-deph", 0),
+            "`checkout` has no input `fetch-deph`",
+        ),
+        (
+            position(BROKEN_JOB, "run: echo both", 0),
+            "step 4 of job `loop` has both `run` and `uses`",
+        ),
+        (
+            position(BROKEN_JOB, "shell: fish", "shell: ".len()),
+            "unknown shell `fish`",
+        ),
+        (
+            position(BROKEN_JOB, "500", 0),
+            "`retry` count must be from 0 to 100",
+        ),
+    ];
+    let one_line: Vec<&str> = outcome
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with("p.yaml:"))
+        .collect();
+    for (place, message) in &expected {
+        let prefix = format!("p.yaml:{place}: error: {message}");
+        assert!(
+            one_line.iter().any(|line| line.starts_with(&prefix)),
+            "missing `{prefix}` in:\n{}",
+            one_line.join("\n")
+        );
+    }
+    assert_eq!(one_line.len(), expected.len(), "{}", one_line.join("\n"));
+    for hint in [
+        "did you mean `fetch-depth`?",
+        "for a duration string use `timeout:`",
+    ] {
+        assert!(
+            outcome.stderr.contains(hint),
+            "no `{hint}` in: {}",
+            outcome.stderr
+        );
+    }
+}
+
 #[test]
 fn validate_accepts_a_valid_pipeline() {
     let temp = tempfile::tempdir().unwrap();
