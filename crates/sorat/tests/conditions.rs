@@ -266,3 +266,94 @@ jobs:
     assert_eq!(record["status"], "success", "{record:#}");
     outcome.expect_code(0);
 }
+
+#[test]
+fn a_failure_absorbed_by_continue_on_error_does_not_trigger_failure_steps() {
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  lenient:
+    steps:
+      - continue-on-error: true
+        run: exit 1
+      - id: on_failure
+        if: failure()
+        run: touch "$SCRATCH/failure-ran"
+      - id: on_success
+        if: success()
+        run: touch "$SCRATCH/success-ran"
+"#,
+    );
+    let (outcome, record) = project.run_json(&[]);
+    outcome.expect_code(0);
+    let lenient = job(&record, "lenient");
+    assert_eq!(step(lenient, "on_failure")["status"], "skipped");
+    assert_eq!(step(lenient, "on_success")["status"], "success");
+    assert!(!project.scratch_file("failure-ran").exists());
+}
+
+#[test]
+fn a_mixed_text_if_is_a_non_empty_string_and_always_runs_as_in_github() {
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  trap:
+    steps:
+      - id: trap
+        if: ${{ github.ref }} == 'refs/heads/never'
+        run: touch "$SCRATCH/trap-ran"
+      - id: whole
+        if: ${{ github.ref == 'refs/heads/never' }}
+        run: touch "$SCRATCH/whole-ran"
+"#,
+    );
+    let (outcome, record) = project.run_json(&[]);
+    outcome.expect_code(0);
+    // `sorat run` warns about the trap, like `sorat validate`.
+    assert!(
+        outcome
+            .stderr
+            .contains("warning: this `if:` mixes text with `${{ }}`"),
+        "stderr: {}",
+        outcome.stderr
+    );
+    let trap = job(&record, "trap");
+    assert_eq!(step(trap, "trap")["status"], "success");
+    assert_eq!(step(trap, "whole")["status"], "skipped");
+    assert!(project.scratch_file("trap-ran").exists());
+    assert!(!project.scratch_file("whole-ran").exists());
+}
+
+#[test]
+fn needs_result_of_a_skipped_job_is_skipped() {
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  never:
+    if: github.ref == 'refs/heads/nope'
+    steps:
+      - run: echo never
+  report:
+    needs: never
+    if: always()
+    steps:
+      - id: result
+        run: echo "never=${{ needs.never.result }}" >> "$GITHUB_OUTPUT"
+  implicit:
+    needs: never
+    steps:
+      - run: touch "$SCRATCH/implicit-ran"
+"#,
+    );
+    let (outcome, record) = project.run_json(&[]);
+    outcome.expect_code(0);
+    assert_eq!(
+        step(job(&record, "report"), "result")["outputs"]["never"],
+        "skipped"
+    );
+    assert_eq!(job(&record, "implicit")["status"], "skipped");
+    assert!(!project.scratch_file("implicit-ran").exists());
+}
