@@ -332,3 +332,34 @@ jobs:
         "/added/third:/added/second:/added/first"
     );
 }
+
+#[test]
+#[ignore = "bug: $GITHUB_ENV may overwrite GITHUB_* and RUNNER_* variables (even GITHUB_OUTPUT, so later steps' outputs are lost); GitHub refuses that"]
+fn github_env_cannot_overwrite_the_runners_own_variables() {
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  env:
+    steps:
+      - run: |
+          echo "GITHUB_SHA=fake" >> "$GITHUB_ENV"
+          echo "RUNNER_TEMP=/nowhere" >> "$GITHUB_ENV"
+          echo "GITHUB_OUTPUT=$SCRATCH/stolen" >> "$GITHUB_ENV"
+      - id: later
+        run: |
+          echo "sha=$GITHUB_SHA" >> "$GITHUB_OUTPUT"
+          echo "temp=$RUNNER_TEMP" >> "$GITHUB_OUTPUT"
+"#,
+    );
+    let head = project.head();
+    let (outcome, record) = project.run_json(&[]);
+    outcome.expect_code(0);
+    assert!(
+        !project.scratch_file("stolen").exists(),
+        "a later step's outputs went to the file named through $GITHUB_ENV"
+    );
+    let later = &step(job(&record, "env"), "later")["outputs"];
+    assert_eq!(later["sha"], head.as_str());
+    assert_ne!(later["temp"], "/nowhere");
+}
