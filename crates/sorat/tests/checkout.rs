@@ -230,7 +230,6 @@ fn a_repository_without_a_commit_is_refused_without_dirty() {
 }
 
 #[test]
-#[ignore = "bug: `--dirty` is refused in a repository without a commit, although the error message suggests it"]
 fn dirty_runs_a_repository_without_a_commit() {
     let project = Project::empty();
     project.write(

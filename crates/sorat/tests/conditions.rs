@@ -245,7 +245,6 @@ jobs:
 }
 
 #[test]
-#[ignore = "bug: a failed job with `continue-on-error: true` still makes the run fail (status failure, exit 1)"]
 fn job_continue_on_error_failure_does_not_fail_the_run() {
     let project = Project::new(
         r#"

@@ -137,7 +137,6 @@ jobs:
 }
 
 #[test]
-#[ignore = "bug: SIGTERM kills `sorat run` at once and leaves every running step's process group orphaned and running"]
 fn sigterm_stops_the_steps_it_started() {
     let project = Project::new(
         r#"

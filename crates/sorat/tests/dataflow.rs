@@ -307,7 +307,6 @@ jobs:
 }
 
 #[test]
-#[ignore = "bug: folders written to $GITHUB_PATH by one step end up in file order (first line first); GitHub prepends each line, so the last line comes first"]
 fn github_path_lines_of_one_step_put_the_last_line_first() {
     let project = Project::new(
         r#"

@@ -133,7 +133,6 @@ jobs:
 }
 
 #[test]
-#[ignore = "bug: a service that exits before it is ready panics the job task (JoinHandle awaited twice); the job vanishes from the record and the run exits 0"]
 fn a_service_that_exits_before_it_is_ready_fails_the_job_with_its_last_lines() {
     let port = common::free_port();
     let project = Project::new(&format!(

@@ -327,7 +327,6 @@ jobs:
 }
 
 #[test]
-#[ignore = "bug: a job `name` using `matrix` is evaluated without the matrix, so every instance is named `test on `"]
 fn a_job_name_can_use_the_matrix() {
     let project = Project::new(
         r#"

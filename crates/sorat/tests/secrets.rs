@@ -237,7 +237,6 @@ jobs:
 }
 
 #[test]
-#[ignore = "bug: a job `name` built from `secrets` is shown and recorded unmasked"]
 fn a_secret_in_a_job_name_is_masked() {
     let secret = "job-name-secret-3141";
     let project = Project::new(
@@ -256,7 +255,6 @@ jobs:
 }
 
 #[test]
-#[ignore = "bug: a step's failure reason built from a secret (working-directory, checkout ref, artifact name) is shown and recorded unmasked"]
 fn a_secret_in_a_step_failure_reason_is_masked() {
     let secret = "reason-secret-2718";
     let project = Project::new(
