@@ -289,3 +289,46 @@ jobs:
         "true"
     );
 }
+
+#[test]
+fn globbed_artifacts_keep_paths_below_the_glob_and_download_all_into_named_folders() {
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  up:
+    steps:
+      - run: |
+          mkdir -p out/a out/b
+          echo 1 > out/a/x.txt
+          echo 2 > out/a/y.tmp
+          echo 3 > out/b/z.txt
+          echo r > report.txt
+      - uses: actions/upload-artifact@v4
+        with:
+          name: globbed
+          path: |
+            out/**
+            !out/**/*.tmp
+      - uses: actions/upload-artifact@v4
+        with:
+          name: report
+          path: report.txt
+  down:
+    needs: up
+    steps:
+      - uses: actions/download-artifact@v4
+        with:
+          path: all
+      - run: cp -a all "$SCRATCH/all"
+"#,
+    );
+    let (outcome, _) = project.run_json(&[]);
+    outcome.expect_code(0);
+    let all = tree(&project.scratch_file("all"));
+    assert_eq!(
+        all.keys().collect::<Vec<_>>(),
+        ["globbed/a/x.txt", "globbed/b/z.txt", "report/report.txt"]
+    );
+    assert_eq!(all["globbed/b/z.txt"].0, b"3\n");
+}
