@@ -171,3 +171,47 @@ jobs:
     }
     assert_eq!(survivors, Vec::<i32>::new(), "the step outlived sorat");
 }
+
+#[test]
+fn ctrl_c_stops_the_jobs_services_too() {
+    let port = common::free_port();
+    let project = Project::new(&format!(
+        r#"
+on: push
+jobs:
+  web:
+    services:
+      files:
+        run: echo $$ > "$SCRATCH/service-pid"; exec python3 -m http.server {port} --bind 127.0.0.1
+        ready:
+          http: http://127.0.0.1:{port}/
+    steps:
+      - run: |
+          echo started > "$SCRATCH/ready"
+          sleep 60
+"#
+    ));
+    let child = project
+        .sorat(&[
+            "run",
+            project.repo.to_str().unwrap(),
+            "--data",
+            project.data.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .spawn()
+        .unwrap();
+    common::wait_for_file(&project.scratch_file("ready"));
+    interrupt(&child);
+    let outcome = common::finish(child);
+    outcome.expect_code(1);
+    let record: serde_json::Value = serde_json::from_str(&outcome.stdout).unwrap();
+    assert_eq!(job(&record, "web")["status"], "cancelled");
+    let pid = common::read_pid(&project.scratch_file("service-pid"));
+    assert!(
+        !common::process_alive(pid),
+        "the service {pid} outlived the run"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}

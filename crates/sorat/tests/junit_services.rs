@@ -199,3 +199,32 @@ jobs:
     let pid = common::read_pid(&project.scratch_file("service-pid"));
     assert!(!common::process_alive(pid), "the service {pid} still runs");
 }
+
+#[test]
+fn a_job_timeout_also_bounds_the_wait_for_its_services() {
+    let port = common::free_port();
+    let project = Project::new(&format!(
+        r#"
+on: push
+jobs:
+  web:
+    timeout: 1s
+    services:
+      deaf:
+        run: echo $$ > "$SCRATCH/service-pid"; exec sleep 60
+        ready:
+          tcp: 127.0.0.1:{port}
+          timeout: 60s
+    steps:
+      - run: touch "$SCRATCH/step-ran"
+"#
+    ));
+    let (outcome, record) = project.run_json(&[]);
+    outcome.expect_code(1);
+    let web = job(&record, "web");
+    assert_eq!(web["status"], "failure");
+    assert_eq!(web["reason"], "the job timed out after 1s");
+    assert!(!project.scratch_file("step-ran").exists());
+    let pid = common::read_pid(&project.scratch_file("service-pid"));
+    assert!(!common::process_alive(pid), "the service {pid} still runs");
+}
