@@ -10,6 +10,7 @@ use common::{Project, job};
 #[test]
 fn members_of_a_concurrency_group_never_overlap() {
     // Each instance takes a lock (`mkdir` fails when the folder exists) for its whole step.
+    // Two members only: with a third, GitHub would cancel the pending second one.
     let project = Project::new(
         r#"
 on: push
@@ -20,7 +21,7 @@ jobs:
     strategy:
       fail-fast: false
       matrix:
-        n: [1, 2, 3]
+        n: [1, 2]
     steps:
       - run: |
           if ! mkdir "$SCRATCH/lock"; then
@@ -35,10 +36,10 @@ jobs:
     let outcome = project.run(&["--jobs", "4"]);
     outcome.expect_code(0);
     let record = project.stored_record(1);
-    for n in 1..=3 {
+    for n in 1..=2 {
         assert_eq!(job(&record, &format!("deploy ({n})"))["status"], "success");
     }
-    assert_eq!(project.read_scratch("order").lines().count(), 3);
+    assert_eq!(project.read_scratch("order").lines().count(), 2);
     assert!(
         outcome
             .stdout

@@ -268,3 +268,18 @@ fn exit_code_2_outside_a_git_repository() {
         outcome.stderr
     );
 }
+
+#[test]
+fn exit_code_2_when_the_repository_has_no_pipeline() {
+    let project = Project::empty();
+    project.write("README", "no pipeline here");
+    project.commit("first");
+    let outcome = project.run(&[]);
+    outcome.expect_code(2);
+    assert!(
+        outcome.stderr.contains("no pipeline at"),
+        "stderr: {}",
+        outcome.stderr
+    );
+    assert!(!project.data.join("runs").exists());
+}
