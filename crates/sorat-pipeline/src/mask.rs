@@ -94,6 +94,39 @@ impl Masker {
         }
     }
 
+    /// The length in bytes of the longest value masked.
+    pub fn longest(&self) -> usize {
+        self.values.iter().map(String::len).max().unwrap_or(0)
+    }
+
+    /// Where to split a long text that arrives in pieces so that no masked value is cut in
+    /// two: at or before `preferred`, never inside a match (a match crossing `preferred`
+    /// moves the split to its start, or to its end when it starts at 0). The caller keeps at
+    /// least [`Masker::longest`]` - 1` bytes after the split, so a value that has only begun
+    /// to arrive is whole in the next piece.
+    pub fn safe_split(&self, text: &str, preferred: usize) -> usize {
+        let mut split = preferred.min(text.len());
+        while !text.is_char_boundary(split) {
+            split -= 1;
+        }
+        if let Some(automaton) = &self.automaton {
+            for found in automaton.find_iter(text) {
+                if found.start() >= split {
+                    break;
+                }
+                if found.end() > split {
+                    split = if found.start() > 0 {
+                        found.start()
+                    } else {
+                        found.end()
+                    };
+                    break;
+                }
+            }
+        }
+        split
+    }
+
     /// Whether there is anything to mask.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
@@ -151,6 +184,22 @@ mod tests {
         assert!(error.to_string().contains("at least 4"));
         masker.add_secret("EMPTY", "").unwrap();
         assert!(masker.is_empty());
+    }
+
+    #[test]
+    fn a_split_never_cuts_a_secret() {
+        let mut masker = Masker::new();
+        masker.add_secret("T", "QWERTYUIOP").unwrap();
+        let text = "xxxxQWERTYUIOPyyyy";
+        assert_eq!(masker.safe_split(text, 8), 4, "moved to the match's start");
+        assert_eq!(masker.safe_split(text, 2), 2, "before the match");
+        assert_eq!(masker.safe_split(text, 16), 16, "after the match");
+        assert_eq!(
+            masker.safe_split("QWERTYUIOPzz", 5),
+            10,
+            "a match at 0 moves to its end"
+        );
+        assert_eq!(masker.longest(), 10);
     }
 
     #[test]

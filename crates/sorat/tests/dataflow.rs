@@ -333,7 +333,6 @@ jobs:
 }
 
 #[test]
-#[ignore = "bug: $GITHUB_ENV may overwrite GITHUB_* and RUNNER_* variables (even GITHUB_OUTPUT, so later steps' outputs are lost); GitHub refuses that"]
 fn github_env_cannot_overwrite_the_runners_own_variables() {
     let project = Project::new(
         r#"

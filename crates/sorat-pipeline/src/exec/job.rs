@@ -521,12 +521,18 @@ impl JobRun<'_> {
         files: Option<&CommandFiles>,
     ) -> Vec<(String, String)> {
         let mut env: IndexMap<String, String> = std::env::vars().collect();
+        env.insert("CI".into(), "true".into());
+        // The pipeline's, the job's, `$GITHUB_ENV`'s and the step's variables, then the
+        // runner's own on top: as in GitHub, `GITHUB_*` and `RUNNER_*` cannot be overwritten
+        // (a step must not redirect another's `$GITHUB_OUTPUT`).
+        for (name, value) in self.env.iter().chain(step_env) {
+            env.insert(name.clone(), value.clone());
+        }
         let request = &self.shared.request;
         let workspace = self.workspace.display().to_string();
         let temp = self.temp.display().to_string();
         let run_id = self.shared.run_id.to_string();
         let mut defaults: Vec<(&str, String)> = vec![
-            ("CI", "true".into()),
             ("SHA", request.repo.sha.clone()),
             ("REF", request.repo.git_ref.clone()),
             ("REF_NAME", request.repo.ref_name.clone()),
@@ -554,10 +560,6 @@ impl JobRun<'_> {
             defaults.push(("STEP_SUMMARY", files.summary.display().to_string()));
         }
         for (name, value) in defaults {
-            if name == "CI" {
-                env.insert("CI".into(), value);
-                continue;
-            }
             // `$SORAT_PATH` names the path file, as `$GITHUB_PATH` does; `PATH_FILE` is only
             // our key here, to keep `SORAT_PATH` from reading like a search path.
             let (sorat_name, github_name) = if name == "PATH_FILE" {
@@ -574,12 +576,6 @@ impl JobRun<'_> {
         env.insert("RUNNER_NAME".into(), "sorat-local".into());
         env.insert("RUNNER_TEMP".into(), temp.clone());
         env.insert("RUNNER_TOOL_CACHE".into(), temp);
-        for (name, value) in &self.env {
-            env.insert(name.clone(), value.clone());
-        }
-        for (name, value) in step_env {
-            env.insert(name.clone(), value.clone());
-        }
         if !self.path_prefix.is_empty() {
             let current = env.get("PATH").cloned().unwrap_or_default();
             let mut parts = self.path_prefix.clone();
@@ -590,6 +586,12 @@ impl JobRun<'_> {
         }
         env.into_iter().collect()
     }
+}
+
+/// Whether a variable belongs to the runner and cannot be set by `$GITHUB_ENV`.
+fn is_runner_variable(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.starts_with("GITHUB_") || upper.starts_with("SORAT_") || upper.starts_with("RUNNER_")
 }
 
 /// The files of one step's workflow commands.
@@ -1032,6 +1034,7 @@ fn collect_command_files(
     exit: Exit,
 ) -> StepOutcome {
     let mut problems = Vec::new();
+    let mut problems_noted = Vec::new();
     let mut outputs = IndexMap::new();
     match std::fs::read_to_string(&files.output)
         .map_err(|e| e.to_string())
@@ -1055,6 +1058,12 @@ fn collect_command_files(
     {
         Ok(values) => {
             for (name, value) in values {
+                if is_runner_variable(&name) {
+                    problems_noted.push(format!(
+                        "sorat: $GITHUB_ENV cannot set `{name}`: GITHUB_*, SORAT_* and RUNNER_* belong to the runner; ignored"
+                    ));
+                    continue;
+                }
                 run.env.insert(name, value);
             }
         }
@@ -1102,11 +1111,12 @@ fn collect_command_files(
     } else {
         (Status::Failure, Some(problems.join("; ")))
     };
-    if !problems.is_empty()
-        && let Ok(mut log) = log.lock()
-    {
+    if let Ok(mut log) = log.lock() {
         for problem in &problems {
             log.note(&format!("sorat: {problem}"));
+        }
+        for note in &problems_noted {
+            log.note(note);
         }
     }
     StepOutcome {

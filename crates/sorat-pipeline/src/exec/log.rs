@@ -111,6 +111,18 @@ impl LogWriter {
         });
     }
 
+    /// The length of the longest value the log masks.
+    pub fn longest_masked(&self) -> usize {
+        self.masker.read().map_or(0, |masker| masker.longest())
+    }
+
+    /// See [`Masker::safe_split`].
+    pub fn safe_split(&self, text: &str, preferred: usize) -> usize {
+        self.masker
+            .read()
+            .map_or(preferred, |masker| masker.safe_split(text, preferred))
+    }
+
     /// The last lines so far.
     pub fn tail(&self) -> Vec<LogLine> {
         self.tail.iter().cloned().collect()
@@ -167,46 +179,80 @@ pub fn pump_lines(reader: impl io::Read, log: &std::sync::Mutex<LogWriter>) {
     let mut reader = io::BufReader::with_capacity(64 * 1024, reader);
     let mut buffer = Vec::with_capacity(1024);
     loop {
-        buffer.clear();
-        match read_line_capped(&mut reader, &mut buffer) {
-            Ok(0) => break,
-            Ok(_) => {
-                if buffer.last() == Some(&b'\n') {
-                    buffer.pop();
-                }
-                let text = String::from_utf8_lossy(&buffer);
-                if let Ok(mut log) = log.lock() {
-                    log.line(&text);
+        // `buffer` may start with the end of the previous piece of a long line.
+        let piece = match read_piece(&mut reader, &mut buffer) {
+            Ok(piece) => piece,
+            Err(_) => Piece::End,
+        };
+        if piece == Piece::End && buffer.is_empty() {
+            break;
+        }
+        if buffer.last() == Some(&b'\n') {
+            buffer.pop();
+        }
+        let text = String::from_utf8_lossy(&buffer).into_owned();
+        let Ok(mut log) = log.lock() else { break };
+        match piece {
+            Piece::Line | Piece::End => {
+                log.line(&text);
+                buffer.clear();
+                if piece == Piece::End {
+                    break;
                 }
             }
-            Err(_) => break,
+            Piece::Partial => {
+                // A line longer than the cap goes out in pieces; the split keeps back enough
+                // for a secret that has only begun, and never cuts a secret in two.
+                let keep = log
+                    .longest_masked()
+                    .saturating_sub(1)
+                    .min(MAX_LINE_BYTES / 2);
+                let split = log.safe_split(&text, text.len().saturating_sub(keep));
+                log.line(&text[..split]);
+                buffer = text.as_bytes()[split..].to_vec();
+            }
         }
     }
 }
 
-/// Reads up to a newline or [`MAX_LINE_BYTES`], whichever comes first.
-fn read_line_capped(reader: &mut impl io::BufRead, buffer: &mut Vec<u8>) -> io::Result<usize> {
-    let mut total = 0;
+/// How a read of [`read_piece`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Piece {
+    /// At a newline.
+    Line,
+    /// At the cap, in the middle of a line.
+    Partial,
+    /// At the end of the output.
+    End,
+}
+
+/// Appends to `buffer` up to a newline, or until it holds [`MAX_LINE_BYTES`], or to the end.
+fn read_piece(reader: &mut impl io::BufRead, buffer: &mut Vec<u8>) -> io::Result<Piece> {
     loop {
+        let room = MAX_LINE_BYTES.saturating_sub(buffer.len());
+        if room == 0 {
+            return Ok(Piece::Partial);
+        }
         let available = match reader.fill_buf() {
             Ok(available) => available,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error),
         };
         if available.is_empty() {
-            return Ok(total);
+            return Ok(Piece::End);
         }
-        let room = MAX_LINE_BYTES - buffer.len();
         let window = &available[..available.len().min(room)];
-        let (used, done) = match window.iter().position(|&b| b == b'\n') {
-            Some(index) => (index + 1, true),
-            None => (window.len(), buffer.len() + window.len() >= MAX_LINE_BYTES),
-        };
-        buffer.extend_from_slice(&window[..used]);
-        reader.consume(used);
-        total += used;
-        if done {
-            return Ok(total);
+        match window.iter().position(|&b| b == b'\n') {
+            Some(index) => {
+                buffer.extend_from_slice(&window[..=index]);
+                reader.consume(index + 1);
+                return Ok(Piece::Line);
+            }
+            None => {
+                let used = window.len();
+                buffer.extend_from_slice(window);
+                reader.consume(used);
+            }
         }
     }
 }
