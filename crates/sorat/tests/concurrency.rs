@@ -132,3 +132,45 @@ jobs:
         outcome.stdout
     );
 }
+
+#[test]
+fn a_group_keeps_one_pending_member_and_cancels_the_older_pending_one() {
+    // Three members: the first holds the group, the second is pending until the third is
+    // queued, which takes its place (GitHub's rule). The run is cancelled-free otherwise.
+    let project = Project::new(
+        r#"
+on: push
+jobs:
+  deploy:
+    concurrency:
+      group: one-target
+    strategy:
+      fail-fast: false
+      matrix:
+        n: [1, 2, 3]
+    steps:
+      - run: |
+          echo "${{ matrix.n }}" >> "$SCRATCH/ran"
+          sleep 0.2
+"#,
+    );
+    let outcome = project.run(&["--jobs", "4"]);
+    let record = project.stored_record(1);
+    assert_eq!(job(&record, "deploy (1)")["status"], "success");
+    assert_eq!(job(&record, "deploy (2)")["status"], "cancelled");
+    assert!(
+        job(&record, "deploy (2)")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("superseded"),
+        "{record:#}"
+    );
+    assert_eq!(job(&record, "deploy (3)")["status"], "success");
+    assert_eq!(
+        project.read_scratch("ran").lines().collect::<Vec<_>>(),
+        ["1", "3"]
+    );
+    // A cancelled member makes the run cancelled, not failed.
+    assert_eq!(record["status"], "cancelled");
+    outcome.expect_code(1);
+}

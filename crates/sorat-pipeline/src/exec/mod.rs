@@ -949,6 +949,25 @@ impl Scheduler {
                 self.finish_unstarted(index, Status::Cancelled, "cancelled before it started");
                 continue;
             }
+            // A concurrency group keeps one pending member, as GitHub's does: while the group
+            // is held, an older pending member gives way to a newer one.
+            if let Some((group, _)) = &self.instances[index].concurrency
+                && self.groups.contains_key(group)
+                && let Some(newer) = (index + 1..self.instances.len()).find(|&other| {
+                    matches!(self.instances[other].state, InstanceState::Queued)
+                        && self.instances[other]
+                            .concurrency
+                            .as_ref()
+                            .is_some_and(|(other_group, _)| other_group == group)
+                })
+            {
+                let reason = format!(
+                    "superseded in concurrency group `{group}` by `{}`, which was queued later (a group keeps one pending member)",
+                    self.instances[newer].name
+                );
+                self.finish_unstarted(index, Status::Cancelled, &reason);
+                continue;
+            }
             let job_index = self.instances[index].job_index;
             let reason = if running_total >= self.shared.request.parallelism {
                 Some(format!(
