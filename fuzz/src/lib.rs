@@ -5,17 +5,24 @@ use sorat_config::yaml::{Node, Value};
 use sorat_config::{Diagnostic, SourceFile};
 
 /// Every diagnostic can be located and printed, and its span lies within the text of the
-/// file it points into, as the snippet renderer relies on.
+/// file it points into, on character boundaries: the snippet renderer slices the text with it.
 pub fn check_diagnostics<'a>(diagnostics: impl IntoIterator<Item = &'a Diagnostic>) {
     for diagnostic in diagnostics {
         let _ = diagnostic.location();
         let _ = diagnostic.to_string();
         if let Some(file) = &diagnostic.file {
             let span = diagnostic.span;
-            let len = file.text().len();
+            let text = file.text();
+            let len = text.len();
             assert!(
                 span.start <= span.end && span.end <= len,
                 "diagnostic span {}..{} is outside the text (length {len}): {diagnostic}",
+                span.start,
+                span.end,
+            );
+            assert!(
+                text.is_char_boundary(span.start) && text.is_char_boundary(span.end),
+                "diagnostic span {}..{} cuts a character: {diagnostic}",
                 span.start,
                 span.end,
             );
@@ -29,6 +36,12 @@ pub fn check_node(file: &SourceFile, node: &Node) {
     assert!(
         node.span.start <= node.span.end && node.span.end <= len,
         "node span {}..{} is outside the text (length {len})",
+        node.span.start,
+        node.span.end,
+    );
+    assert!(
+        file.text().is_char_boundary(node.span.start) && file.text().is_char_boundary(node.span.end),
+        "node span {}..{} cuts a character",
         node.span.start,
         node.span.end,
     );
