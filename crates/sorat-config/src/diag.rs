@@ -30,11 +30,13 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error at `span` of `file`.
+    /// The span is clamped into the file and onto character boundaries, so that every
+    /// diagnostic can be sliced and rendered safely.
     pub fn error(file: &SourceFile, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             severity: Severity::Error,
             file: Some(file.clone()),
-            span,
+            span: file.clamp(span),
             message: message.into(),
             hint: None,
         }

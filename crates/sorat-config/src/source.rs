@@ -55,8 +55,16 @@ impl SourceFile {
     /// Wraps `text` read from `path` (the path is only used to name the file in messages).
     pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> SourceFile {
         let text = text.into();
+        // Lines end at `\n`, `\r\n` or a lone `\r`, as YAML (and editors) count them.
         let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(index, _)| index + 1));
+        let bytes = text.as_bytes();
+        for (index, &byte) in bytes.iter().enumerate() {
+            let ends_line =
+                byte == b'\n' || (byte == b'\r' && bytes.get(index + 1) != Some(&b'\n'));
+            if ends_line {
+                line_starts.push(index + 1);
+            }
+        }
         SourceFile {
             inner: Arc::new(SourceInner {
                 path: path.into(),
@@ -95,6 +103,21 @@ impl SourceFile {
         }
     }
 
+    /// `span` made safe to slice with: inside the text, and on character boundaries (the
+    /// start moves back, the end forward, so that the span still covers what it meant).
+    pub fn clamp(&self, span: Span) -> Span {
+        let text = &self.inner.text;
+        let mut start = span.start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = span.end.clamp(start, text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        Span { start, end }
+    }
+
     /// The byte offset of a 1-based line and 0-based character column, as YAML markers give them.
     pub fn offset_of(&self, line: usize, char_col: usize) -> usize {
         let text = &self.inner.text;
@@ -102,7 +125,7 @@ impl SourceFile {
             return text.len();
         };
         let line_text = &text[line_start..];
-        let line_end = line_text.find('\n').unwrap_or(line_text.len());
+        let line_end = line_text.find(['\n', '\r']).unwrap_or(line_text.len());
         match line_text[..line_end].char_indices().nth(char_col) {
             Some((byte, _)) => line_start + byte,
             // YAML markers may point one past the end of a line; its end is the closest place.
@@ -128,5 +151,20 @@ mod tests {
         assert_eq!(file.line_col(9), LineCol { line: 2, col: 4 });
         assert_eq!(file.offset_of(1, 3), 3);
         assert_eq!(file.offset_of(2, 1), 7);
+    }
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_line() {
+        let file = SourceFile::new("x.yaml", "a: 1\rb: 2\r\nc: 3");
+        assert_eq!(file.line_col(5), LineCol { line: 2, col: 1 });
+        assert_eq!(file.line_col(11), LineCol { line: 3, col: 1 });
+        assert_eq!(file.offset_of(3, 0), 11);
+    }
+
+    #[test]
+    fn clamped_spans_are_inside_and_on_boundaries() {
+        let file = SourceFile::new("x.yaml", "é");
+        assert_eq!(file.clamp(Span::new(1, 2)), Span { start: 0, end: 2 });
+        assert_eq!(file.clamp(Span::new(5, 9)), Span { start: 2, end: 2 });
     }
 }

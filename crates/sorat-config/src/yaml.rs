@@ -176,11 +176,8 @@ impl Node {
     /// message about it reads best pointing at where it starts.
     pub fn head_span(&self, file: &SourceFile) -> Span {
         let text = file.slice(self.span);
-        let end = text.find('\n').unwrap_or(text.len());
-        Span::new(
-            self.span.start,
-            self.span.start + end.max(1).min(text.len().max(1)),
-        )
+        let end = text.find(['\n', '\r']).unwrap_or(text.len());
+        file.clamp(Span::new(self.span.start, self.span.start + end))
     }
 }
 
@@ -198,18 +195,21 @@ pub fn parse(file: &SourceFile) -> (Option<Node>, Diagnostics) {
         nodes: 0,
         diagnostics: Diagnostics::new(),
     };
+    let mut cursor = CharCursor::new(file.text());
     for event in Parser::new_from_str(file.text()) {
         match event {
             Ok((event, span)) => {
-                let start = file.offset_of(span.start.line(), span.start.col());
-                let end = file.offset_of(span.end.line(), span.end.col());
+                let start = cursor.byte_offset(span.start.index());
+                let end = cursor.byte_offset(span.end.index());
                 if let Err(stop) = builder.event(event, Span::new(start, end)) {
                     builder.diagnostics.push(stop);
                     return (None, builder.diagnostics);
                 }
             }
             Err(error) => {
-                builder.diagnostics.push(scan_error(file, &error));
+                builder
+                    .diagnostics
+                    .push(scan_error(file, &mut cursor, &error));
                 return (None, builder.diagnostics);
             }
         }
@@ -217,9 +217,46 @@ pub fn parse(file: &SourceFile) -> (Option<Node>, Diagnostics) {
     (builder.root, builder.diagnostics)
 }
 
-fn scan_error(file: &SourceFile, error: &ScanError) -> Diagnostic {
-    let marker = error.marker();
-    let offset = file.offset_of(marker.line(), marker.col());
+/// Turns the parser's character indices into byte offsets. Markers arrive mostly in
+/// increasing order, so the cursor walks from where it last stood instead of from the start.
+struct CharCursor<'a> {
+    text: &'a str,
+    chars: usize,
+    bytes: usize,
+}
+
+impl<'a> CharCursor<'a> {
+    fn new(text: &'a str) -> CharCursor<'a> {
+        CharCursor {
+            text,
+            chars: 0,
+            bytes: 0,
+        }
+    }
+
+    fn byte_offset(&mut self, char_index: usize) -> usize {
+        while self.chars < char_index && self.bytes < self.text.len() {
+            let width = self.text[self.bytes..]
+                .chars()
+                .next()
+                .map_or(1, char::len_utf8);
+            self.bytes += width;
+            self.chars += 1;
+        }
+        while self.chars > char_index && self.bytes > 0 {
+            let width = self.text[..self.bytes]
+                .chars()
+                .next_back()
+                .map_or(1, char::len_utf8);
+            self.bytes -= width;
+            self.chars -= 1;
+        }
+        self.bytes
+    }
+}
+
+fn scan_error(file: &SourceFile, cursor: &mut CharCursor<'_>, error: &ScanError) -> Diagnostic {
+    let offset = cursor.byte_offset(error.marker().index());
     Diagnostic::error(
         file,
         Span::new(offset, offset + 1),
@@ -239,6 +276,8 @@ enum Open {
         anchor: usize,
         entries: Vec<(Node, Node)>,
         pending_key: Option<Node>,
+        /// Each scalar key's first span, to find duplicates without a quadratic scan.
+        seen: HashMap<String, Span>,
     },
 }
 
@@ -314,6 +353,7 @@ impl TreeBuilder<'_> {
                     anchor,
                     entries: Vec::new(),
                     pending_key: None,
+                    seen: HashMap::new(),
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -387,16 +427,18 @@ impl TreeBuilder<'_> {
             Some(Open::Map {
                 entries,
                 pending_key,
+                seen,
                 ..
             }) => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key) => {
                     if let Some(text) = key.scalar_text()
-                        && let Some((first, _)) = entries
-                            .iter()
-                            .find(|(existing, _)| existing.scalar_text() == Some(text))
+                        && let Some(first) = seen.get(text).copied().or_else(|| {
+                            seen.insert(text.to_string(), key.span);
+                            None
+                        })
                     {
-                        let first_line = self.file.line_col(first.span.start).line;
+                        let first_line = self.file.line_col(first.start).line;
                         self.diagnostics.push(
                             Diagnostic::error(
                                 self.file,
@@ -578,6 +620,43 @@ mod tests {
         let (root, diagnostics) = parse_str(&text);
         assert!(root.is_none());
         assert!(!diagnostics.is_empty());
+    }
+
+    #[test]
+    fn spans_are_bytes_after_multibyte_characters_and_lone_carriage_returns() {
+        let text = "é: 1\rb: [x, ü]\r";
+        let (root, diagnostics) = parse_str(text);
+        assert!(diagnostics.is_empty());
+        let root = root.unwrap();
+        let (key, value) = &root.as_map().unwrap()[1];
+        assert_eq!(&text[key.span.start..key.span.end], "b");
+        let item = &value.as_seq().unwrap()[1];
+        assert_eq!(&text[item.span.start..item.span.end], "ü");
+    }
+
+    #[test]
+    fn syntax_errors_at_the_end_stay_inside_the_text() {
+        for text in ["%", "[", "[]é"] {
+            let (_, diagnostics) = parse_str(text);
+            for diagnostic in diagnostics {
+                assert!(
+                    diagnostic.span.end <= text.len(),
+                    "{text:?}: {diagnostic:?}"
+                );
+                assert!(text.is_char_boundary(diagnostic.span.start));
+                assert!(text.is_char_boundary(diagnostic.span.end));
+            }
+        }
+    }
+
+    #[test]
+    fn many_keys_are_checked_for_duplicates_in_linear_time() {
+        // 100,000 keys: a quadratic check would take minutes.
+        let text: String = (0..100_000).map(|i| format!("k{i}: 1\n")).collect();
+        let (root, diagnostics) = parse_str(&format!("{text}k7: 2\n"));
+        assert_eq!(root.unwrap().as_map().unwrap().len(), 100_001);
+        assert_eq!(diagnostics.len(), 1);
+        assert_eq!(diagnostics[0].message, "duplicate key `k7`");
     }
 
     #[test]

@@ -133,21 +133,32 @@ pub fn parse(text: &str, path: &str) -> Result<TestReport, JunitError> {
         });
     }
     let mut report = TestReport::default();
-    collect(root, "", path, &mut report);
+    collect(root, path, &mut report);
     Ok(report)
 }
 
-fn collect(node: roxmltree::Node<'_, '_>, suite: &str, path: &str, report: &mut TestReport) {
-    let suite = if node.has_tag_name("testsuite") {
-        node.attribute("name").unwrap_or(suite)
-    } else {
-        suite
-    };
-    for child in node.children().filter(roxmltree::Node::is_element) {
-        match child.tag_name().name() {
-            "testsuite" | "testsuites" => collect(child, suite, path, report),
-            "testcase" => case(child, suite, path, report),
-            _ => {}
+/// Walks suites and cases without recursion: a report may nest suites thousands deep, and
+/// the step reads reports on a thread with a small stack.
+fn collect(root: roxmltree::Node<'_, '_>, path: &str, report: &mut TestReport) {
+    let mut stack = vec![(root, String::new())];
+    while let Some((node, inherited)) = stack.pop() {
+        let suite = if node.has_tag_name("testsuite") {
+            node.attribute("name").map_or(inherited, str::to_string)
+        } else {
+            inherited
+        };
+        // A suite's own cases first, in document order; then its nested suites, pushed in
+        // reverse so that they are taken in document order too.
+        let mut nested = Vec::new();
+        for child in node.children().filter(roxmltree::Node::is_element) {
+            match child.tag_name().name() {
+                "testsuite" | "testsuites" => nested.push(child),
+                "testcase" => case(child, &suite, path, report),
+                _ => {}
+            }
+        }
+        for child in nested.into_iter().rev() {
+            stack.push((child, suite.clone()));
         }
     }
 }
@@ -237,6 +248,28 @@ more</failure>
         let error = parse("<testsuites>\n  <testsuite>\n</testsuites>", "bad.xml").unwrap_err();
         let message = error.to_string();
         assert!(message.starts_with("bad.xml:3:"), "{message}");
+    }
+
+    #[test]
+    fn deeply_nested_suites_do_not_overflow_the_stack() {
+        let depth = 20_000;
+        let xml = format!(
+            "{}<testcase name=\"deep\"/>{}",
+            "<testsuite name=\"s\">".repeat(depth),
+            "</testsuite>".repeat(depth)
+        );
+        // A small stack, like the blocking threads that read reports.
+        let report = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || parse(&xml, "deep.xml"))
+            .unwrap()
+            .join()
+            .unwrap();
+        match report {
+            Ok(report) => assert_eq!(report.passed, 1),
+            // The XML parser may refuse such depth itself; refusing is fine, crashing is not.
+            Err(error) => assert!(error.to_string().contains("deep.xml")),
+        }
     }
 
     #[test]

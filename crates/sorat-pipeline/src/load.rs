@@ -891,15 +891,16 @@ impl<'a> Loader<'a> {
             self.error(node.span, format!("job `{job_id}` has no steps"));
         }
         let mut steps: Vec<Step> = Vec::new();
+        let mut first_ids: std::collections::HashMap<String, Span> = Default::default();
         for (index, item) in items.iter().enumerate() {
             if let Some(step) = self.step(index, item, job_id) {
                 if let Some(id) = &step.id
-                    && let Some(first) = steps
-                        .iter()
-                        .filter_map(|s| s.id.as_ref())
-                        .find(|other| other.value == id.value)
+                    && let Some(first) = first_ids.get(&id.value).copied().or_else(|| {
+                        first_ids.insert(id.value.clone(), id.span);
+                        None
+                    })
                 {
-                    let first_line = self.file.line_col(first.span.start).line;
+                    let first_line = self.file.line_col(first.start).line;
                     self.error(id.span, format!("duplicate step id `{}`", id.value))
                         .hint = Some(format!("it is first used on line {first_line}"));
                 }

@@ -41,12 +41,15 @@ pub(crate) fn render(diagnostic: &Diagnostic, color: bool) -> String {
     out.push('\n');
     if let Some(file) = &diagnostic.file {
         let text = file.text();
-        let start = diagnostic.span.start.min(text.len());
+        let span = file.clamp(diagnostic.span);
+        let start = span.start;
         let position = file.line_col(start);
-        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let line_start = text[..start].rfind(['\n', '\r']).map_or(0, |i| i + 1);
+        let line_end = text[start..]
+            .find(['\n', '\r'])
+            .map_or(text.len(), |i| start + i);
         let line = &text[line_start..line_end];
-        let end = diagnostic.span.end.clamp(start, line_end);
+        let end = span.end.clamp(start, line_end);
         let lead: String = text[line_start..start]
             .chars()
             .map(|c| if c == '\t' { '\t' } else { ' ' })
