@@ -107,6 +107,33 @@ pub struct JobRecord {
     pub tests: TestReport,
 }
 
+impl JobRecord {
+    /// The record of a job (instance) that ended without running: skipped, cancelled before
+    /// it started, or failed in its `if` or matrix.
+    pub fn unstarted(
+        id: &str,
+        name: &str,
+        matrix: Option<serde_json::Value>,
+        status: Status,
+        reason: &str,
+    ) -> JobRecord {
+        JobRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            matrix,
+            status,
+            reason: Some(reason.to_string()),
+            outputs: IndexMap::new(),
+            started_at: None,
+            duration_ms: 0,
+            attempts: 0,
+            steps: Vec::new(),
+            services: Vec::new(),
+            tests: TestReport::default(),
+        }
+    }
+}
+
 /// One step.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepRecord {

@@ -214,6 +214,26 @@ pub enum BoolOrTemplate {
     Template(Located<Template>),
 }
 
+impl BoolOrTemplate {
+    /// The value: a literal as written, an expression by its truthiness; `default` when the
+    /// expression fails to evaluate.
+    pub fn evaluate(
+        &self,
+        context: &sorat_expr::Context,
+        host: &dyn sorat_expr::Host,
+        default: bool,
+    ) -> bool {
+        match self {
+            BoolOrTemplate::Literal(value) => *value,
+            BoolOrTemplate::Template(template) => template
+                .value
+                .eval(context, host)
+                .map(|value| value.is_truthy())
+                .unwrap_or(default),
+        }
+    }
+}
+
 /// A time limit: `timeout: 90s` or GitHub's `timeout-minutes: 5` (which may be an expression).
 #[derive(Clone, Debug)]
 pub enum Timeout {

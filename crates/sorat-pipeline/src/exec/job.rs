@@ -18,7 +18,7 @@ use crate::events::{JobKey, RunEvent};
 use crate::junit::TestReport;
 use crate::matrix::Combination;
 use crate::record::{JobRecord, LogRecord, Status, StepRecord};
-use crate::spec::{BoolOrTemplate, ConditionKind, Job, Located, Retry, Step, StepAction, Timeout};
+use crate::spec::{ConditionKind, Job, Located, Retry, Step, StepAction, Timeout};
 
 /// GitHub's default job time limit.
 const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(360 * 60);
@@ -762,15 +762,10 @@ async fn run_step(
     record.summary = outcome.summary;
     record.outcome = outcome.status;
     record.reason = outcome.reason.map(|reason| mask_with(&run.masker, &reason));
-    let continue_on_error = match &step.continue_on_error {
-        None => false,
-        Some(BoolOrTemplate::Literal(value)) => *value,
-        Some(BoolOrTemplate::Template(template)) => template
-            .value
-            .eval(&context, &host)
-            .map(|value| value.is_truthy())
-            .unwrap_or(false),
-    };
+    let continue_on_error = step
+        .continue_on_error
+        .as_ref()
+        .is_some_and(|value| value.evaluate(&context, &host, false));
     record.status = if outcome.status == Status::Failure && continue_on_error {
         Status::Success
     } else {

@@ -31,7 +31,7 @@ use crate::junit::TestReport;
 use crate::mask::{MaskError, Masker};
 use crate::matrix::{self, Combination};
 use crate::record::{JobRecord, RunRecord, Status};
-use crate::spec::{BoolOrTemplate, ConditionKind, Job, Matrix, MatrixValues, Pipeline};
+use crate::spec::{ConditionKind, Job, Matrix, MatrixValues, Pipeline};
 use crate::trigger::EventKind;
 
 pub use files::{CommandFileError, parse_key_values};
@@ -688,15 +688,11 @@ impl Scheduler {
             }
         };
         let total = combinations.as_ref().map_or(1, Vec::len);
-        let fail_fast = match &job.strategy.fail_fast {
-            None => true,
-            Some(BoolOrTemplate::Literal(value)) => *value,
-            Some(BoolOrTemplate::Template(template)) => template
-                .value
-                .eval(&context, &host)
-                .map(|value| value.is_truthy())
-                .unwrap_or(true),
-        };
+        let fail_fast = job
+            .strategy
+            .fail_fast
+            .as_ref()
+            .is_none_or(|value| value.evaluate(&context, &host, true));
         let max_parallel = job.strategy.max_parallel;
         let combos: Vec<Option<Combination>> = match combinations {
             Some(list) => list.into_iter().map(Some).collect(),
@@ -737,15 +733,10 @@ impl Scheduler {
                 _ => base_name,
             };
             let name = self.shared.masker.mask(&name);
-            let continue_on_error = match &job.continue_on_error {
-                None => false,
-                Some(BoolOrTemplate::Literal(value)) => *value,
-                Some(BoolOrTemplate::Template(template)) => template
-                    .value
-                    .eval(&instance_context, &host)
-                    .map(|value| value.is_truthy())
-                    .unwrap_or(false),
-            };
+            let continue_on_error = job
+                .continue_on_error
+                .as_ref()
+                .is_some_and(|value| value.evaluate(&instance_context, &host, false));
             let concurrency = job.concurrency.as_ref().and_then(|concurrency| {
                 concurrency
                     .group
@@ -888,20 +879,7 @@ impl Scheduler {
     fn finish_job_without_instances(&mut self, job_index: usize, status: Status, reason: String) {
         let job = &self.pipeline.jobs[job_index];
         let reason = self.shared.masker.mask(&reason);
-        let record = JobRecord {
-            id: job.id.clone(),
-            name: job.id.clone(),
-            matrix: None,
-            status,
-            reason: Some(reason.clone()),
-            outputs: IndexMap::new(),
-            started_at: None,
-            duration_ms: 0,
-            attempts: 0,
-            steps: Vec::new(),
-            services: Vec::new(),
-            tests: TestReport::default(),
-        };
+        let record = JobRecord::unstarted(&job.id, &job.id, None, status, &reason);
         let _ = self.shared.events.send(RunEvent::JobFinished {
             key: JobKey(job.id.clone()),
             name: job.id.clone(),
@@ -1053,23 +1031,16 @@ impl Scheduler {
     fn finish_unstarted(&mut self, index: usize, status: Status, reason: &str) {
         let instance = &mut self.instances[index];
         instance.state = InstanceState::Done;
-        let record = JobRecord {
-            id: self.pipeline.jobs[instance.job_index].id.clone(),
-            name: instance.name.clone(),
-            matrix: instance
+        let record = JobRecord::unstarted(
+            &self.pipeline.jobs[instance.job_index].id,
+            &instance.name,
+            instance
                 .matrix
                 .as_ref()
                 .map(|combination| Value::Object(combination.clone()).to_json()),
             status,
-            reason: Some(reason.to_string()),
-            outputs: IndexMap::new(),
-            started_at: None,
-            duration_ms: 0,
-            attempts: 0,
-            steps: Vec::new(),
-            services: Vec::new(),
-            tests: TestReport::default(),
-        };
+            reason,
+        );
         let _ = self.shared.events.send(RunEvent::JobFinished {
             key: instance.key.clone(),
             name: instance.name.clone(),
