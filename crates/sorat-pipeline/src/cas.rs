@@ -63,17 +63,25 @@ impl Snapshot {
 
 /// How many files are copied at once: I/O waits overlap, and hashing uses every core.
 fn workers() -> usize {
+    // Twice the cores: creating many small files waits on the filesystem as much as it
+    // computes, and hashing large ones is spread by BLAKE3 itself.
     std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 8)
+        .map_or(2, |n| n.get() * 2)
+        .clamp(4, 16)
 }
 
 impl Store {
     /// Opens (creating) a store rooted at `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Store> {
         let root = root.into();
-        fs::create_dir_all(root.join("blobs"))?;
         fs::create_dir_all(root.join("tmp"))?;
+        // The 256 fan-out folders exist up front, so storing a blob never checks for one.
+        let blobs = root.join("blobs");
+        if !blobs.join("ff").is_dir() {
+            for prefix in 0..=255u8 {
+                fs::create_dir_all(blobs.join(format!("{prefix:02x}")))?;
+            }
+        }
         Ok(Store { root })
     }
 
@@ -88,8 +96,26 @@ impl Store {
     }
 
     /// Stores a file's content; returns its hash and size. Content the store holds already
-    /// is only read, not written again.
+    /// is only read, not written again. Blobs are not synced one by one: whoever records a
+    /// snapshot calls [`Store::sync`] once before the record that points at them.
     pub fn put_file(&self, path: &Path) -> io::Result<(String, u64)> {
+        let size = fs::metadata(path)?.len();
+        if size <= SMALL_FILE {
+            // One read: hash the bytes in memory and write them from there.
+            let bytes = fs::read(path)?;
+            let hash = blake3::hash(&bytes).to_hex().to_string();
+            if !self.contains(&hash) {
+                let tmp = self.tmp_path();
+                if let Err(error) = fs::write(&tmp, &bytes) {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(error);
+                }
+                // A rename is atomic: a reader sees the whole blob or none, and two writers
+                // of the same content race harmlessly.
+                fs::rename(&tmp, self.blob_path(&hash))?;
+            }
+            return Ok((hash, bytes.len() as u64));
+        }
         let (hash, size) = hash_file(path)?;
         if self.contains(&hash) {
             return Ok((hash, size));
@@ -112,7 +138,6 @@ impl Store {
                 target.write_all(&buffer[..n])?;
                 size += n as u64;
             }
-            target.sync_data()?;
             Ok::<_, io::Error>((hasher.finalize().to_hex().to_string(), size))
         })();
         let (hash, size) = match copied {
@@ -122,14 +147,15 @@ impl Store {
                 return Err(error);
             }
         };
-        let blob = self.blob_path(&hash);
-        if let Some(parent) = blob.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        // A rename is atomic: a reader sees the whole blob or none, and two writers of the
-        // same content race harmlessly.
-        fs::rename(&tmp, &blob)?;
+        fs::rename(&tmp, self.blob_path(&hash))?;
         Ok((hash, size))
+    }
+
+    /// Makes every blob written so far durable: one `syncfs` of the store's filesystem
+    /// instead of an `fsync` per blob (tens of thousands for a `node_modules`).
+    pub fn sync(&self) -> io::Result<()> {
+        let root = File::open(&self.root)?;
+        nix::unistd::syncfs(&root).map_err(io::Error::from)
     }
 
     fn tmp_path(&self) -> PathBuf {
@@ -140,19 +166,32 @@ impl Store {
             .join(format!("{}-{n}", std::process::id()))
     }
 
-    /// Writes a blob out to `dest` with `mode`.
-    pub fn copy_out(&self, hash: &str, dest: &Path, mode: u32) -> io::Result<()> {
+    /// Writes a blob out to `dest` with `mode`. Small blobs are written from memory into a
+    /// file created with its mode; large ones are reflinked or copied in the kernel. An
+    /// existing file (or symlink) at `dest` is replaced, never written through.
+    pub fn copy_out(&self, hash: &str, dest: &Path, mode: u32, size: u64) -> io::Result<()> {
         let blob = self.blob_path(hash);
-        if dest.symlink_metadata().is_ok() {
-            fs::remove_file(dest)?;
-        }
-        reflink_copy::reflink_or_copy(&blob, dest).map_err(|error| {
+        let context = |error: io::Error| {
             io::Error::new(
                 error.kind(),
                 format!("cannot copy blob {hash} to {}: {error}", dest.display()),
             )
-        })?;
-        fs::set_permissions(dest, fs::Permissions::from_mode(mode & 0o7777))
+        };
+        let mode = mode & 0o7777;
+        if size <= SMALL_FILE {
+            let bytes = fs::read(&blob).map_err(context)?;
+            let mut file = create_new_replacing(dest, mode).map_err(context)?;
+            file.write_all(&bytes).map_err(context)?;
+            // The creation mode passed through the umask; set the exact one on the open file.
+            return file
+                .set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(context);
+        }
+        if dest.symlink_metadata().is_ok() {
+            fs::remove_file(dest).map_err(context)?;
+        }
+        reflink_copy::reflink_or_copy(&blob, dest).map_err(context)?;
+        fs::set_permissions(dest, fs::Permissions::from_mode(mode))
     }
 
     /// Stores every file under `root` (a directory or a single file) and returns the tree.
@@ -226,7 +265,7 @@ impl Store {
         }
         let results = parallel_map(snapshot.files.clone(), |file| {
             let target = join_relative(dest, &file.path)?;
-            self.copy_out(&file.hash, &target, file.mode)
+            self.copy_out(&file.hash, &target, file.mode, file.size)
         });
         for result in results {
             result?;
@@ -242,6 +281,29 @@ impl Store {
             symlink(&link.target, &path)?;
         }
         Ok(())
+    }
+}
+
+/// Files up to this size are read into memory whole to store or restore them.
+const SMALL_FILE: u64 = 256 * 1024;
+
+/// Creates `path` afresh (`O_EXCL`, so a symlink there is not followed), replacing whatever
+/// was there.
+fn create_new_replacing(path: &Path, mode: u32) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+    };
+    match open() {
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            open()
+        }
+        other => other,
     }
 }
 

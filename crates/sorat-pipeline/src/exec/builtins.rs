@@ -564,6 +564,10 @@ async fn cache_save(
         if items.is_empty() {
             return Ok(format!("nothing to cache for `{key}`: no path exists"));
         }
+        // The blobs are durable before the entry that points at them exists.
+        store
+            .sync()
+            .map_err(|e| format!("syncing the cache: {e}"))?;
         let bytes: u64 = items.iter().map(|item| item.snapshot.total_bytes()).sum();
         let files: usize = items.iter().map(|item| item.snapshot.files.len()).sum();
         let entry = CacheEntry {
@@ -818,6 +822,7 @@ async fn upload_artifact(
             files,
             ..Snapshot::default()
         };
+        store.sync().map_err(|e| format!("syncing the artifact: {e}"))?;
         let count = snapshot.files.len();
         let bytes = snapshot.total_bytes();
         let manifest = ArtifactManifest {
