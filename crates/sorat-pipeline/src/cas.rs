@@ -1,9 +1,12 @@
 //! A content-addressed file store: caches and artifacts keep each distinct content once.
 //!
 //! Blobs are named by the BLAKE3 hash of their bytes (`blobs/ab/abcdef…`). A [`Snapshot`]
-//! lists a tree's files, directories and symlinks with the blob of each file; storing one
-//! copies only contents the store lacks, restoring one copies blobs out with
-//! `copy_file_range` or a reflink where the filesystem has them, several files at a time.
+//! lists a tree's files, directories and symlinks. A large file is a blob of its own, stored
+//! once however many trees hold it, and restored with `copy_file_range` or a reflink. Small
+//! files (a `node_modules` has tens of thousands) are concatenated into *packs* of up to
+//! [`PACK_BYTES`], each a blob: restoring reads a pack in one sequential read instead of one
+//! random read per file, which is what makes a cold restore of many small files as fast as
+//! unpacking one archive. Equal trees still give equal packs, stored once.
 //! Blobs are copied, never hard-linked, into workspaces: a step that edits a restored file
 //! must not corrupt the cache.
 
@@ -30,6 +33,9 @@ pub struct Snapshot {
     pub dirs: Vec<String>,
     /// Symbolic links, stored as links.
     pub symlinks: Vec<SymlinkEntry>,
+    /// The packs holding the small files, by blob hash; [`FileEntry::pack`] indexes this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packs: Vec<String>,
 }
 
 /// One file of a [`Snapshot`].
@@ -43,6 +49,18 @@ pub struct FileEntry {
     pub size: u64,
     /// BLAKE3 hash of the content, hex.
     pub hash: String,
+    /// Where a small file lies in a pack; `None` for a file stored as its own blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<PackSlot>,
+}
+
+/// A file's place in a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackSlot {
+    /// Index into [`Snapshot::packs`].
+    pub index: usize,
+    /// Byte offset of the file's content in the pack.
+    pub offset: u64,
 }
 
 /// One symbolic link of a [`Snapshot`].
@@ -228,22 +246,101 @@ impl Store {
                 }
             }
         }
-        snapshot.files = self.put_many(pending)?;
+        let stored = self.store_files(pending)?;
+        snapshot.files = stored.files;
+        snapshot.packs = stored.packs;
         Ok(snapshot)
     }
 
-    /// Stores the listed files (path relative to the snapshot, file on disk, mode).
-    pub fn put_many(&self, files: Vec<(String, PathBuf, u32)>) -> io::Result<Vec<FileEntry>> {
-        let results = parallel_map(files, |(relative, path, mode)| {
+    /// Stores the listed files (path relative to the snapshot, file on disk, mode): large
+    /// ones as blobs, small ones in packs. The result lists them sorted by path.
+    pub fn store_files(&self, files: Vec<(String, PathBuf, u32)>) -> io::Result<Snapshot> {
+        let sized: Vec<(String, PathBuf, u32, u64)> =
+            parallel_map(files, |(relative, path, mode)| {
+                let size = fs::metadata(&path)?.len();
+                Ok((relative, path, mode, size))
+            })
+            .into_iter()
+            .collect::<io::Result<_>>()?;
+        let (small, large): (Vec<_>, Vec<_>) = sized
+            .into_iter()
+            .partition(|(_, _, _, size)| *size <= SMALL_FILE);
+        let mut snapshot = Snapshot::default();
+        let large_entries = parallel_map(large, |(relative, path, mode, _)| {
             let (hash, size) = self.put_file(&path)?;
             Ok(FileEntry {
                 path: relative,
                 mode,
                 size,
                 hash,
+                pack: None,
             })
         });
-        results.into_iter().collect()
+        for entry in large_entries {
+            snapshot.files.push(entry?);
+        }
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0u64;
+        for file in small {
+            if chunk_bytes + file.3 > PACK_BYTES && !chunk.is_empty() {
+                self.store_pack(std::mem::take(&mut chunk), &mut snapshot)?;
+                chunk_bytes = 0;
+            }
+            chunk_bytes += file.3;
+            chunk.push(file);
+        }
+        if !chunk.is_empty() {
+            self.store_pack(chunk, &mut snapshot)?;
+        }
+        snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(snapshot)
+    }
+
+    /// Reads small files (several at a time), concatenates them into one pack blob and
+    /// records where each lies.
+    fn store_pack(
+        &self,
+        files: Vec<(String, PathBuf, u32, u64)>,
+        snapshot: &mut Snapshot,
+    ) -> io::Result<()> {
+        let contents = parallel_map(files, |(relative, path, mode, _)| {
+            let bytes = fs::read(&path)?;
+            Ok((relative, mode, bytes))
+        });
+        let index = snapshot.packs.len();
+        let mut pack = Vec::new();
+        for content in contents {
+            let (relative, mode, bytes) = content?;
+            snapshot.files.push(FileEntry {
+                path: relative,
+                mode,
+                size: bytes.len() as u64,
+                hash: blake3::hash(&bytes).to_hex().to_string(),
+                pack: Some(PackSlot {
+                    index,
+                    offset: pack.len() as u64,
+                }),
+            });
+            pack.extend_from_slice(&bytes);
+        }
+        snapshot.packs.push(self.put_bytes(&pack)?);
+        Ok(())
+    }
+
+    /// Stores bytes as a blob; returns its hash.
+    fn put_bytes(&self, bytes: &[u8]) -> io::Result<String> {
+        let hash = blake3::hash(bytes).to_hex().to_string();
+        if !self.contains(&hash) {
+            let tmp = self.tmp_path();
+            if let Err(error) = fs::write(&tmp, bytes) {
+                let _ = fs::remove_file(&tmp);
+                return Err(error);
+            }
+            // A rename is atomic: a reader sees the whole blob or none, and two writers of
+            // the same content race harmlessly.
+            fs::rename(&tmp, self.blob_path(&hash))?;
+        }
+        Ok(hash)
     }
 
     /// Writes a snapshot out under `dest` (a directory, or the file itself when the
@@ -263,12 +360,51 @@ impl Store {
         for parent in parents {
             fs::create_dir_all(parent)?;
         }
-        let results = parallel_map(snapshot.files.clone(), |file| {
+        let (packed, loose): (Vec<&FileEntry>, Vec<&FileEntry>) =
+            snapshot.files.iter().partition(|file| file.pack.is_some());
+        let results = parallel_map(loose, |file| {
             let target = join_relative(dest, &file.path)?;
             self.copy_out(&file.hash, &target, file.mode, file.size)
         });
         for result in results {
             result?;
+        }
+        for (index, pack_hash) in snapshot.packs.iter().enumerate() {
+            // One sequential read of the pack, then its files written from memory.
+            let pack = fs::read(self.blob_path(pack_hash))?;
+            let members: Vec<&FileEntry> = packed
+                .iter()
+                .copied()
+                .filter(|file| file.pack.is_some_and(|slot| slot.index == index))
+                .collect();
+            let results = parallel_map(members, |file| {
+                let slot = file.pack.map_or(0, |slot| slot.offset);
+                let start = usize::try_from(slot).unwrap_or(usize::MAX);
+                let end = start.saturating_add(usize::try_from(file.size).unwrap_or(usize::MAX));
+                let bytes = pack.get(start..end).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} lies outside its pack {pack_hash}", file.path),
+                    )
+                })?;
+                let target = join_relative(dest, &file.path)?;
+                let mode = file.mode & 0o7777;
+                let mut out = create_new_replacing(&target, mode)?;
+                out.write_all(bytes)?;
+                out.set_permissions(fs::Permissions::from_mode(mode))
+            });
+            for result in results {
+                result?;
+            }
+        }
+        if packed.iter().any(|file| {
+            file.pack
+                .is_some_and(|slot| slot.index >= snapshot.packs.len())
+        }) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a file names a pack the snapshot does not have",
+            ));
         }
         for link in &snapshot.symlinks {
             let path = join_relative(dest, &link.path)?;
@@ -284,8 +420,10 @@ impl Store {
     }
 }
 
-/// Files up to this size are read into memory whole to store or restore them.
+/// Files up to this size go into packs (and are read into memory whole).
 const SMALL_FILE: u64 = 256 * 1024;
+/// The size a pack grows to before the next one starts.
+pub const PACK_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Creates `path` afresh (`O_EXCL`, so a symlink there is not followed), replacing whatever
 /// was there.
@@ -416,14 +554,31 @@ mod tests {
         .unwrap();
         symlink("a/b/script.sh", source.join("link")).unwrap();
 
+        // Three equal large files are one blob.
+        let large = vec![7u8; 300 * 1024];
+        for i in 0..3 {
+            fs::write(source.join(format!("a/large{i}")), &large).unwrap();
+        }
+
         let store = Store::open(temp.path().join("cas")).unwrap();
+        let count_blobs = || {
+            walkdir::WalkDir::new(temp.path().join("cas/blobs"))
+                .into_iter()
+                .filter(|e| e.as_ref().unwrap().file_type().is_file())
+                .count()
+        };
         let snapshot = store.store_tree(&source).unwrap();
-        assert_eq!(snapshot.files.len(), 21);
-        let blobs = walkdir::WalkDir::new(temp.path().join("cas/blobs"))
-            .into_iter()
-            .filter(|e| e.as_ref().unwrap().file_type().is_file())
-            .count();
-        assert_eq!(blobs, 2, "20 equal files and one other are 2 blobs");
+        assert_eq!(snapshot.files.len(), 24);
+        assert_eq!(snapshot.packs.len(), 1, "the 21 small files share one pack");
+        assert_eq!(
+            count_blobs(),
+            2,
+            "one pack and one blob for the three large files"
+        );
+        // The same tree again adds nothing.
+        let again = store.store_tree(&source).unwrap();
+        assert_eq!(again, snapshot);
+        assert_eq!(count_blobs(), 2);
 
         let dest = temp.path().join("dest");
         store.restore_tree(&snapshot, &dest).unwrap();

@@ -533,14 +533,11 @@ async fn cache_save(
                         Some((relative_slash(&workspace, &path), path, mode))
                     })
                     .collect();
-                let files = store.put_many(pending).map_err(|e| e.to_string())?;
+                let snapshot = store.store_files(pending).map_err(|e| e.to_string())?;
                 items.push(CacheItem {
                     written: written.clone(),
                     glob: true,
-                    snapshot: Snapshot {
-                        files,
-                        ..Snapshot::default()
-                    },
+                    snapshot,
                 });
                 continue;
             }
@@ -817,11 +814,7 @@ async fn upload_artifact(
                 Some((relative_slash(&root, &path), path, mode))
             })
             .collect();
-        let files = store.put_many(pending).map_err(|e| e.to_string())?;
-        let snapshot = Snapshot {
-            files,
-            ..Snapshot::default()
-        };
+        let snapshot = store.store_files(pending).map_err(|e| e.to_string())?;
         store.sync().map_err(|e| format!("syncing the artifact: {e}"))?;
         let count = snapshot.files.len();
         let bytes = snapshot.total_bytes();
