@@ -55,10 +55,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         rest = &rest[unit_len..];
         total_ms += number * unit_ms;
     }
-    if !total_ms.is_finite() || total_ms > 1e15 {
+    if !total_ms.is_finite() || total_ms > MAX_MS {
         return Err(error("it is too long"));
     }
     Ok(Duration::from_micros((total_ms * 1000.0).round() as u64))
+}
+
+/// The longest duration Sorat accepts, in milliseconds (about 31 700 years): long enough
+/// to mean "no limit", short enough that any instant plus it stays representable.
+const MAX_MS: f64 = 1e15;
+
+/// A count of minutes (`timeout-minutes: 7.5`) as a duration; `None` unless it is a
+/// positive number no longer than the longest duration Sorat accepts.
+pub fn from_minutes(minutes: f64) -> Option<Duration> {
+    let ms = minutes * 60_000.0;
+    if ms.is_finite() && ms > 0.0 && ms <= MAX_MS {
+        Some(Duration::from_micros((ms * 1000.0).round() as u64))
+    } else {
+        None
+    }
 }
 
 /// Formats a duration compactly for people: `1h30m`, `42s`, `1.25s`, `350ms`.

@@ -1111,11 +1111,19 @@ impl<'a> Loader<'a> {
         }
         let (_, node) = minutes?;
         if let Some(minutes) = node.as_f64() {
-            if !(minutes > 0.0 && minutes.is_finite()) {
-                self.error(node.span, "`timeout-minutes` must be more than 0");
+            let Some(duration) = duration::from_minutes(minutes) else {
+                let problem = if minutes > 0.0 {
+                    "too large"
+                } else {
+                    "not more than 0"
+                };
+                self.error(
+                    node.span,
+                    format!("`timeout-minutes` must be a positive number of minutes; {minutes} is {problem}"),
+                );
                 return None;
-            }
-            return Some(Timeout::Fixed(Duration::from_secs_f64(minutes * 60.0)));
+            };
+            return Some(Timeout::Fixed(duration));
         }
         let text = expect_text(self.file, node, "`timeout-minutes`", self.diagnostics)?;
         let template = self.template_text(text, node, place)?;

@@ -243,6 +243,47 @@ fn validate_locates_job_and_step_mistakes() {
     }
 }
 
+/// Found by fuzzing: a `timeout-minutes` too large for a duration made the loader panic.
+const OUT_OF_RANGE_TIMEOUTS: &str = r#"on: [push]
+jobs:
+  huge:
+    timeout-minutes: 1e300
+    steps:
+      - run: echo huge
+        timeout-minutes: 0
+"#;
+
+#[test]
+fn validate_refuses_timeouts_out_of_range_at_their_place() {
+    let temp = tempfile::tempdir().unwrap();
+    std::fs::write(temp.path().join("p.yaml"), OUT_OF_RANGE_TIMEOUTS).unwrap();
+    let outcome = sorat_in(temp.path(), &["validate", "p.yaml"]);
+    outcome.expect_code(2);
+    for (place, problem) in [
+        (position(OUT_OF_RANGE_TIMEOUTS, "1e300", 0), "is too large"),
+        (
+            position(
+                OUT_OF_RANGE_TIMEOUTS,
+                "timeout-minutes: 0",
+                "timeout-minutes: ".len(),
+            ),
+            "0 is not more than 0",
+        ),
+    ] {
+        let prefix = format!(
+            "p.yaml:{place}: error: `timeout-minutes` must be a positive number of minutes"
+        );
+        assert!(
+            outcome
+                .stderr
+                .lines()
+                .any(|line| line.starts_with(&prefix) && line.ends_with(problem)),
+            "no `{prefix} ... {problem}` in:\n{}",
+            outcome.stderr
+        );
+    }
+}
+
 #[test]
 fn validate_accepts_a_valid_pipeline() {
     let temp = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@
 //! throughput can be read against what the disk does. It prints Markdown tables with the
 //! medians and the ratio actions/cache ÷ Sorat (above 1: Sorat is faster). It asserts no time.
 //!
-//! Restored trees stay on disk until the end (a full run needs about 12 GiB free) and are
+//! Restored trees stay on disk until the end (about 14 GiB at the defaults) and are
 //! evicted from memory after each check; `restore_once` says why. Nothing is left behind:
 //! the work happens in a temporary folder inside `--work-dir`, removed at the end.
 

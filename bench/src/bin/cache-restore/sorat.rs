@@ -38,14 +38,15 @@ impl Cache for SoratCache {
         "sorat"
     }
 
-    /// What the `cache` step's post action does: store the tree, then write the entry
-    /// durably (written, synced, renamed into place).
+    /// What the `cache` step's post action does: store the tree, make the blobs durable
+    /// (`Store::sync`), then write the entry durably (written, synced, renamed into place).
     fn save(&mut self, workspace: &Path) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let snapshot = self
             .store
             .store_tree(&workspace.join(self.folder))
             .context("Store::store_tree")?;
+        self.store.sync().context("Store::sync")?;
         let json = serde_json::to_vec(&snapshot)?;
         let temporary = self.entry.with_extension("tmp");
         fs::write(&temporary, json)?;

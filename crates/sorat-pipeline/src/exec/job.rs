@@ -467,11 +467,11 @@ fn evaluate_timeout(
                 Value::String(text) => text.trim().parse::<f64>().unwrap_or(f64::NAN),
                 _ => f64::NAN,
             };
-            if minutes.is_finite() && minutes > 0.0 {
-                Ok(Duration::from_secs_f64(minutes * 60.0))
+            if let Some(duration) = sorat_config::duration::from_minutes(minutes) {
+                Ok(duration)
             } else {
                 Err(format!(
-                    "{}: `timeout-minutes` evaluated to `{}`, not a positive number",
+                    "{}: `timeout-minutes` evaluated to `{}`, not a positive number of minutes (at most about 31 700 years)",
                     shared.locate(template.span),
                     value.to_display_string()
                 ))
