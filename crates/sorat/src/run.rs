@@ -353,6 +353,8 @@ pub(crate) fn run(args: RunArgs) -> u8 {
         parallelism,
         data_dir,
         keep_workspaces: args.keep_workspaces,
+        given: IndexMap::new(),
+        identity: None,
     };
     let mode = if args.output == "json" {
         OutputMode::Json

@@ -66,6 +66,38 @@ pub struct RunRequest {
     pub data_dir: PathBuf,
     /// Keep each job's workspace after the run (they are removed by default).
     pub keep_workspaces: bool,
+    /// Jobs that already ended elsewhere (on another agent, in an earlier part of the same
+    /// run), by job id. They are not run: their results feed `needs` and the decision
+    /// whether later jobs run. The server gives an agent every ended job of the run.
+    pub given: IndexMap<String, GivenJob>,
+    /// Who and what the run is, as a server knows it; `None` for a local run.
+    pub identity: Option<RunIdentity>,
+}
+
+/// A job that ended before this part of the run: its conclusion and outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GivenJob {
+    /// How it ended.
+    pub status: Status,
+    /// Its outputs.
+    pub outputs: IndexMap<String, String>,
+}
+
+/// The server's names for a run, shown in the `github` context.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunIdentity {
+    /// The run's id (`github.run_id`).
+    pub run_id: u64,
+    /// The run's number within its project (`github.run_number`).
+    pub run_number: u64,
+    /// The attempt (`github.run_attempt`).
+    pub attempt: u64,
+    /// Who started it (`github.actor`).
+    pub actor: String,
+    /// The repository's name (`github.repository`).
+    pub repository: String,
+    /// The server's URL (`github.server_url`).
+    pub server_url: String,
 }
 
 /// Two levels of stopping: the first Ctrl-C cancels (steps are stopped, `always()` steps
@@ -232,10 +264,19 @@ fn allocate_run_dir(data_dir: &Path) -> std::io::Result<(u64, PathBuf)> {
     }
 }
 
-/// The jobs to run: all, or `only` and everything it needs, transitively.
-fn selected_jobs(pipeline: &Pipeline, only: Option<&str>) -> Result<Vec<bool>, RunError> {
+/// The jobs to run: all, or `only` and everything it needs, transitively; never a job that
+/// is `given` (it ended elsewhere).
+fn selected_jobs(
+    pipeline: &Pipeline,
+    only: Option<&str>,
+    given: &IndexMap<String, GivenJob>,
+) -> Result<Vec<bool>, RunError> {
     let Some(only) = only else {
-        return Ok(vec![true; pipeline.jobs.len()]);
+        return Ok(pipeline
+            .jobs
+            .keys()
+            .map(|id| !given.contains_key(id))
+            .collect());
     };
     let Some(start) = pipeline.jobs.get_index_of(only) else {
         let hint =
@@ -256,6 +297,9 @@ fn selected_jobs(pipeline: &Pipeline, only: Option<&str>) -> Result<Vec<bool>, R
     let mut selected = vec![false; pipeline.jobs.len()];
     let mut stack = vec![start];
     while let Some(index) = stack.pop() {
+        if given.contains_key(&pipeline.jobs[index].id) {
+            continue;
+        }
         if std::mem::replace(&mut selected[index], true) {
             continue;
         }
@@ -277,7 +321,11 @@ pub async fn run(
 ) -> Result<RunRecord, RunError> {
     let started = Instant::now();
     let started_at = jiff::Timestamp::now();
-    let selected = selected_jobs(&request.pipeline, request.only_job.as_deref())?;
+    let selected = selected_jobs(
+        &request.pipeline,
+        request.only_job.as_deref(),
+        &request.given,
+    )?;
     let mut masker = Masker::new();
     for (name, value) in &request.secrets {
         masker.add_secret(name, value)?;
@@ -317,9 +365,13 @@ pub async fn run(
         pipeline: Arc::clone(&pipeline),
         jobs: selected
             .iter()
-            .map(|&in_run| JobSlot {
+            .zip(pipeline.jobs.keys())
+            .map(|(&in_run, id)| JobSlot {
                 phase: if in_run { Phase::Waiting } else { Phase::Done },
-                result: None,
+                result: shared.request.given.get(id).map(|given| JobResult {
+                    status: given.status,
+                    outputs: given.outputs.clone(),
+                }),
                 instances: Vec::new(),
                 waiting_reason: None,
                 in_run,
@@ -424,7 +476,16 @@ fn write_json_atomically(
 
 fn github_context(request: &RunRequest, run_id: u64) -> Value {
     let repo = &request.repo;
-    let actor = std::env::var("USER").unwrap_or_else(|_| "local".into());
+    let local = RunIdentity {
+        run_id,
+        run_number: run_id,
+        attempt: 1,
+        actor: std::env::var("USER").unwrap_or_else(|_| "local".into()),
+        repository: repo.name.clone(),
+        server_url: "http://localhost".into(),
+    };
+    let identity = request.identity.as_ref().unwrap_or(&local);
+    let actor = &identity.actor;
     let inputs = Value::Object(request.inputs.clone());
     let event = {
         let mut event = IndexMap::new();
@@ -448,14 +509,20 @@ fn github_context(request: &RunRequest, run_id: u64) -> Value {
         ("ref_type".to_string(), text(&repo.ref_type)),
         ("event_name".to_string(), text(request.event.github_name())),
         ("event".to_string(), event),
-        ("repository".to_string(), text(&repo.name)),
+        ("repository".to_string(), text(&identity.repository)),
         ("repository_owner".to_string(), text("local")),
-        ("actor".to_string(), text(&actor)),
-        ("triggering_actor".to_string(), text(&actor)),
-        ("run_id".to_string(), text(&run_id.to_string())),
-        ("run_number".to_string(), text(&run_id.to_string())),
-        ("run_attempt".to_string(), text("1")),
-        ("server_url".to_string(), text("http://localhost")),
+        ("actor".to_string(), text(actor)),
+        ("triggering_actor".to_string(), text(actor)),
+        ("run_id".to_string(), text(&identity.run_id.to_string())),
+        (
+            "run_number".to_string(),
+            text(&identity.run_number.to_string()),
+        ),
+        (
+            "run_attempt".to_string(),
+            text(&identity.attempt.to_string()),
+        ),
+        ("server_url".to_string(), text(&identity.server_url)),
         (
             "workflow".to_string(),
             text(&request.pipeline.name.clone().unwrap_or_default()),
