@@ -15,6 +15,7 @@
 
 pub mod diag;
 pub mod duration;
+pub mod platform;
 pub mod reader;
 pub mod source;
 pub mod suggest;

@@ -1,0 +1,744 @@
+//! `sorat.yaml`: the platform's configuration. This module reads the sections the server
+//! knows today (`server`, `projects`); later capabilities add theirs. Unknown top-level
+//! sections that a later issue owns are accepted with a warning, so a file written for a
+//! newer Sorat still starts the parts this one has.
+//!
+//! Secrets never appear as values: a field that holds one takes a reference,
+//! `${{ secrets.NAME }}`, resolved by the server from its encrypted secret store.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::reader::{MapReader, expect_text, expect_text_list};
+use crate::yaml::{self, Node};
+use crate::{Diagnostic, Diagnostics, SourceFile, Span, duration};
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlatformConfig {
+    /// `server:`.
+    pub server: ServerConfig,
+    /// `projects:`.
+    pub projects: Vec<ProjectConfig>,
+}
+
+/// `server:` — how `sorat up` runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// `listen`: the address of the HTTP API (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// `data`: the data folder, relative to the config file (default `./.sorat`).
+    pub data: PathBuf,
+    /// `database`: `sqlite` (in the data folder) or a `postgres://` URL.
+    pub database: String,
+    /// `external_url`: how users and forges reach the server (default from `listen`).
+    pub external_url: String,
+    /// `time_zone`: the IANA zone cron schedules are read in (default `UTC`).
+    pub time_zone: String,
+    /// `public_metrics`: whether `/metrics` is served without a token (default true).
+    pub public_metrics: bool,
+    /// `queue_timeout`: a job that no agent can take fails after this long (default 10m).
+    pub queue_timeout: Duration,
+    /// `lease`: how long an agent's claim on a job lasts without a heartbeat (default 30s).
+    pub lease: Duration,
+    /// `lost_agent_retries`: how many times a job whose agent vanished is queued again
+    /// before it fails (default 1).
+    pub lost_agent_retries: u32,
+    /// `shutdown_grace`: on SIGTERM, how long running steps may go on before they are killed
+    /// (default 30s).
+    pub shutdown_grace: Duration,
+    /// `max_body`: the largest request body accepted, in bytes (default 25 MiB, GitHub's).
+    pub max_body: usize,
+    /// `local_agent`: the agent inside `sorat up`.
+    pub local_agent: LocalAgentConfig,
+}
+
+/// `server.local_agent`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalAgentConfig {
+    /// `enabled` (default true).
+    pub enabled: bool,
+    /// `capacity`: jobs at once (default: the number of cores, at least 2).
+    pub capacity: usize,
+    /// `labels`: the labels it matches; empty means it takes any job (as `sorat run` does).
+    pub labels: Vec<String>,
+}
+
+/// One entry of `projects:`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectConfig {
+    /// `name`: letters, digits, `-`, `_`, `.`; unique.
+    pub name: String,
+    /// Where `name` was written.
+    pub span: Span,
+    /// `repo`: a `file://`, `https://`, `http://`, `ssh://` or `git@` URL, or a path (relative
+    /// to the config file) to a local repository.
+    pub repo: String,
+    /// `dir`: the project's folder inside the repository (default: the top).
+    pub dir: String,
+    /// `pipeline`: the pipeline file, relative to `dir` (default `.sorat/pipeline.yaml`).
+    pub pipeline: String,
+    /// `branch`: the default branch, run by manual triggers without a ref (default `main`).
+    pub branch: String,
+    /// `webhook.secret`: the secret forges sign webhooks with, as a secret reference.
+    pub webhook_secret: Option<SecretRef>,
+    /// `poll`: how often to look for new commits; `None`: never.
+    pub poll: Option<Duration>,
+    /// `status`: commit statuses back to the forge.
+    pub status: Option<StatusConfig>,
+}
+
+/// `projects[].status`: report run states as GitHub commit statuses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusConfig {
+    /// `api`: the API's base URL (default `https://api.github.com`).
+    pub api: String,
+    /// `repository`: `owner/name`.
+    pub repository: String,
+    /// `token`: a secret reference to the forge token.
+    pub token: SecretRef,
+}
+
+/// A `${{ secrets.NAME }}` reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    /// The secret's name.
+    pub name: String,
+}
+
+/// Reads a whole `sorat.yaml`. Parsing never fails: the config, when usable, and every
+/// diagnostic. Relative paths are resolved against the file's folder.
+pub fn load(file: &SourceFile) -> (Option<PlatformConfig>, Diagnostics) {
+    let (root, mut diagnostics) = yaml::parse(file);
+    let Some(root) = root else {
+        return (None, diagnostics);
+    };
+    let base = file
+        .path()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let config = Loader {
+        file,
+        base: &base,
+        diagnostics: &mut diagnostics,
+    }
+    .platform(&root);
+    if diagnostics.has_errors() {
+        return (None, diagnostics);
+    }
+    (config, diagnostics)
+}
+
+/// The configuration `sorat up` uses without a file: every default, no projects.
+pub fn default_config(base: &Path) -> PlatformConfig {
+    let file = SourceFile::new(base.join("sorat.yaml"), "{}\n");
+    let (config, _) = load(&file);
+    config.unwrap_or_else(|| unreachable_default())
+}
+
+fn unreachable_default() -> PlatformConfig {
+    // `{}` always loads; this keeps `default_config` free of a panic path all the same.
+    PlatformConfig {
+        server: ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data: PathBuf::from(".sorat"),
+            database: "sqlite".into(),
+            external_url: "http://127.0.0.1:8080".into(),
+            time_zone: "UTC".into(),
+            public_metrics: true,
+            queue_timeout: Duration::from_secs(600),
+            lease: Duration::from_secs(30),
+            lost_agent_retries: 1,
+            shutdown_grace: Duration::from_secs(30),
+            max_body: 25 << 20,
+            local_agent: LocalAgentConfig {
+                enabled: true,
+                capacity: 2,
+                labels: Vec::new(),
+            },
+        },
+        projects: Vec::new(),
+    }
+}
+
+/// Sections later capabilities own: accepted (with a warning) so that one file serves a
+/// newer and an older Sorat.
+const LATER_SECTIONS: &[&str] = &[
+    "environments",
+    "monitoring",
+    "alerting",
+    "dashboards",
+    "logs",
+    "security",
+    "oncall",
+    "playbooks",
+    "backup",
+    "include",
+];
+
+struct Loader<'a> {
+    file: &'a SourceFile,
+    base: &'a Path,
+    diagnostics: &'a mut Diagnostics,
+}
+
+impl Loader<'_> {
+    fn error(&mut self, span: Span, message: impl Into<String>) -> &mut Diagnostic {
+        self.diagnostics
+            .add(Diagnostic::error(self.file, span, message))
+    }
+
+    fn platform(&mut self, root: &Node) -> Option<PlatformConfig> {
+        let file = self.file;
+        let mut reader = MapReader::new(file, root, "sorat.yaml", self.diagnostics)?;
+        let server = reader.get("server");
+        let projects = reader.get("projects");
+        let mut later = Vec::new();
+        for section in LATER_SECTIONS {
+            if let Some((key, _)) = reader.get_entry(section) {
+                later.push((*section, key.span));
+            }
+        }
+        reader.finish(self.diagnostics);
+        for (section, span) in later {
+            self.diagnostics.push(Diagnostic::warning(
+                file,
+                span,
+                format!("`{section}` is not read by this version of Sorat; it is ignored"),
+            ));
+        }
+        let null = Node {
+            span: Span::new(0, 0),
+            value: yaml::Value::Scalar(yaml::Scalar {
+                text: String::new(),
+                kind: yaml::ScalarKind::Null,
+                quoted: false,
+            }),
+        };
+        let server = self.server(server.unwrap_or(&null));
+        let projects = match projects {
+            Some(node) => self.projects(node),
+            None => Vec::new(),
+        };
+        Some(PlatformConfig {
+            server: server?,
+            projects,
+        })
+    }
+
+    fn server(&mut self, node: &Node) -> Option<ServerConfig> {
+        let file = self.file;
+        let mut reader = MapReader::new(file, node, "`server`", self.diagnostics)?;
+        let listen = match reader.get("listen") {
+            Some(node) => {
+                let text = expect_text(file, node, "`server.listen`", self.diagnostics)?;
+                match text.parse::<SocketAddr>() {
+                    Ok(address) => address,
+                    Err(_) => {
+                        self.error(
+                            node.span,
+                            format!(
+                                "`server.listen` must be an address with a port, found `{text}`"
+                            ),
+                        )
+                        .hint = Some("e.g. `127.0.0.1:8080` or `[::1]:8080`".into());
+                        SocketAddr::from(([127, 0, 0, 1], 8080))
+                    }
+                }
+            }
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let data = match reader.get("data") {
+            Some(node) => {
+                self.base
+                    .join(expect_text(file, node, "`server.data`", self.diagnostics)?)
+            }
+            None => self.base.join(".sorat"),
+        };
+        let database = match reader.get("database") {
+            Some(node) => {
+                let text = expect_text(file, node, "`server.database`", self.diagnostics)?;
+                if text != "sqlite"
+                    && !text.starts_with("sqlite:")
+                    && !text.starts_with("postgres://")
+                    && !text.starts_with("postgresql://")
+                {
+                    self.error(
+                        node.span,
+                        format!("`server.database` must be `sqlite` or a `postgres://` URL, found `{text}`"),
+                    );
+                    return None;
+                }
+                text.to_string()
+            }
+            None => "sqlite".into(),
+        };
+        let external_url = match reader.get("external_url") {
+            Some(node) => {
+                let text = expect_text(file, node, "`server.external_url`", self.diagnostics)?;
+                if !(text.starts_with("http://") || text.starts_with("https://")) {
+                    self.error(
+                        node.span,
+                        format!("`server.external_url` must start with http:// or https://, found `{text}`"),
+                    );
+                    return None;
+                }
+                text.trim_end_matches('/').to_string()
+            }
+            None => format!("http://{listen}"),
+        };
+        let time_zone = match reader.get("time_zone") {
+            Some(node) => expect_text(file, node, "`server.time_zone`", self.diagnostics)?.into(),
+            None => "UTC".into(),
+        };
+        let public_metrics = self.bool(
+            reader.get("public_metrics"),
+            "`server.public_metrics`",
+            true,
+        );
+        let queue_timeout =
+            self.duration(reader.get("queue_timeout"), "`server.queue_timeout`", 600);
+        let lease = self.duration(reader.get("lease"), "`server.lease`", 30);
+        let shutdown_grace =
+            self.duration(reader.get("shutdown_grace"), "`server.shutdown_grace`", 30);
+        let lost_agent_retries = self.count(
+            reader.get("lost_agent_retries"),
+            "`server.lost_agent_retries`",
+            1,
+            0..=10,
+        ) as u32;
+        let max_body = self.count(
+            reader.get("max_body"),
+            "`server.max_body`",
+            25 << 20,
+            1024..=(1 << 30),
+        ) as usize;
+        let null = Node {
+            span: node.span,
+            value: yaml::Value::Scalar(yaml::Scalar {
+                text: String::new(),
+                kind: yaml::ScalarKind::Null,
+                quoted: false,
+            }),
+        };
+        let local_agent = self.local_agent(reader.get("local_agent").unwrap_or(&null));
+        reader.finish(self.diagnostics);
+        Some(ServerConfig {
+            local_agent: local_agent?,
+            listen,
+            data,
+            database,
+            external_url,
+            time_zone,
+            public_metrics,
+            queue_timeout,
+            lease,
+            lost_agent_retries,
+            shutdown_grace,
+            max_body,
+        })
+    }
+
+    fn local_agent(&mut self, node: &Node) -> Option<LocalAgentConfig> {
+        let file = self.file;
+        let mut reader = MapReader::new(file, node, "`server.local_agent`", self.diagnostics)?;
+        let enabled = self.bool(reader.get("enabled"), "`server.local_agent.enabled`", true);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        let capacity = self.count(
+            reader.get("capacity"),
+            "`server.local_agent.capacity`",
+            cores as i64,
+            1..=1024,
+        ) as usize;
+        let labels = match reader.get("labels") {
+            Some(node) => expect_text_list(file, node, "a label", self.diagnostics)
+                .into_iter()
+                .map(|(text, _)| text.to_string())
+                .collect(),
+            None => Vec::new(),
+        };
+        reader.finish(self.diagnostics);
+        Some(LocalAgentConfig {
+            enabled,
+            capacity,
+            labels,
+        })
+    }
+
+    fn projects(&mut self, node: &Node) -> Vec<ProjectConfig> {
+        let Some(items) = node.as_seq() else {
+            if !node.is_null() {
+                self.error(
+                    node.head_span(self.file),
+                    format!("`projects` must be a list, found {}", node.kind_name()),
+                );
+            }
+            return Vec::new();
+        };
+        let mut projects: Vec<ProjectConfig> = Vec::new();
+        for item in items {
+            let Some(project) = self.project(item) else {
+                continue;
+            };
+            if let Some(earlier) = projects.iter().find(|p| p.name == project.name) {
+                let line = self.file.line_col(earlier.span.start).line;
+                self.error(
+                    project.span,
+                    format!(
+                        "project `{}` is already defined on line {line}",
+                        project.name
+                    ),
+                );
+                continue;
+            }
+            projects.push(project);
+        }
+        projects
+    }
+
+    fn project(&mut self, node: &Node) -> Option<ProjectConfig> {
+        let file = self.file;
+        let mut reader = MapReader::new(file, node, "a project", self.diagnostics)?;
+        let name_node = reader.get("name");
+        let repo_node = reader.get("repo");
+        let dir = reader.get("dir");
+        let pipeline = reader.get("pipeline");
+        let branch = reader.get("branch");
+        let webhook = reader.get("webhook");
+        let poll = reader.get("poll");
+        let status = reader.get("status");
+        reader.finish(self.diagnostics);
+        let Some(name_node) = name_node else {
+            self.error(node.head_span(file), "a project needs a `name`");
+            return None;
+        };
+        let name = expect_text(file, name_node, "`name`", self.diagnostics)?;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || name.starts_with('.')
+        {
+            self.error(
+                name_node.span,
+                format!("project name `{name}` must be 1 to 64 letters, digits, `-`, `_` or `.` (not first)"),
+            );
+            return None;
+        }
+        let Some(repo_node) = repo_node else {
+            self.error(name_node.span, format!("project `{name}` needs a `repo`"))
+                .hint =
+                Some("a path to a local repository, or a file://, https:// or ssh:// URL".into());
+            return None;
+        };
+        let repo_text = expect_text(file, repo_node, "`repo`", self.diagnostics)?;
+        let repo = if repo_text.contains("://") || repo_text.starts_with("git@") {
+            repo_text.to_string()
+        } else {
+            self.base.join(repo_text).to_string_lossy().into_owned()
+        };
+        let dir = match dir {
+            Some(node) => {
+                let text = expect_text(file, node, "`dir`", self.diagnostics)?;
+                let clean = text.trim_matches('/');
+                if clean.split('/').any(|part| part == "..") {
+                    self.error(node.span, "`dir` must stay inside the repository (no `..`)");
+                    return None;
+                }
+                clean.to_string()
+            }
+            None => String::new(),
+        };
+        let pipeline = match pipeline {
+            Some(node) => {
+                let text = expect_text(file, node, "`pipeline`", self.diagnostics)?;
+                if text.starts_with('/') || text.split('/').any(|part| part == "..") {
+                    self.error(
+                        node.span,
+                        "`pipeline` is a path inside the project's folder (relative, no `..`)",
+                    );
+                    return None;
+                }
+                text.to_string()
+            }
+            None => ".sorat/pipeline.yaml".into(),
+        };
+        let branch = match branch {
+            Some(node) => expect_text(file, node, "`branch`", self.diagnostics)?.to_string(),
+            None => "main".into(),
+        };
+        let webhook_secret = match webhook {
+            Some(node) => {
+                let mut reader = MapReader::new(file, node, "`webhook`", self.diagnostics)?;
+                let secret = reader.get("secret");
+                reader.finish(self.diagnostics);
+                match secret {
+                    Some(node) => Some(self.secret_ref(node, "`webhook.secret`")?),
+                    None => {
+                        self.error(node.head_span(file), "`webhook` needs a `secret`");
+                        return None;
+                    }
+                }
+            }
+            None => None,
+        };
+        let poll = match poll {
+            Some(node) => {
+                let text = expect_text(file, node, "`poll`", self.diagnostics)?;
+                match duration::parse_duration(text) {
+                    Ok(interval) if interval >= Duration::from_secs(1) => Some(interval),
+                    Ok(_) => {
+                        self.error(node.span, "`poll` must be at least 1s");
+                        return None;
+                    }
+                    Err(error) => {
+                        self.error(node.span, format!("`poll`: {error}"));
+                        return None;
+                    }
+                }
+            }
+            None => None,
+        };
+        let status = match status {
+            Some(node) => Some(self.status(node)?),
+            None => None,
+        };
+        Some(ProjectConfig {
+            name: name.to_string(),
+            span: name_node.span,
+            repo,
+            dir,
+            pipeline,
+            branch,
+            webhook_secret,
+            poll,
+            status,
+        })
+    }
+
+    fn status(&mut self, node: &Node) -> Option<StatusConfig> {
+        let file = self.file;
+        let mut reader = MapReader::new(file, node, "`status`", self.diagnostics)?;
+        let api = reader.get("api");
+        let repository = reader.get("repository");
+        let token = reader.get("token");
+        reader.finish(self.diagnostics);
+        let api = match api {
+            Some(node) => expect_text(file, node, "`status.api`", self.diagnostics)?
+                .trim_end_matches('/')
+                .to_string(),
+            None => "https://api.github.com".into(),
+        };
+        let Some(repository_node) = repository else {
+            self.error(
+                node.head_span(file),
+                "`status` needs a `repository` (`owner/name`)",
+            );
+            return None;
+        };
+        let repository = expect_text(
+            file,
+            repository_node,
+            "`status.repository`",
+            self.diagnostics,
+        )?;
+        if repository.split('/').count() != 2 || repository.split('/').any(str::is_empty) {
+            self.error(
+                repository_node.span,
+                format!("`status.repository` must be `owner/name`, found `{repository}`"),
+            );
+            return None;
+        }
+        let Some(token) = token else {
+            self.error(
+                node.head_span(file),
+                "`status` needs a `token` (`${{ secrets.NAME }}`)",
+            );
+            return None;
+        };
+        let token = self.secret_ref(token, "`status.token`")?;
+        Some(StatusConfig {
+            api,
+            repository: repository.to_string(),
+            token,
+        })
+    }
+
+    fn secret_ref(&mut self, node: &Node, what: &str) -> Option<SecretRef> {
+        let text = expect_text(self.file, node, what, self.diagnostics)?;
+        match parse_secret_ref(text) {
+            Some(name) => Some(SecretRef { name }),
+            None => {
+                self.error(
+                    node.span,
+                    format!("{what} must be a secret reference such as `${{{{ secrets.WEBHOOK_SECRET }}}}`, not a value"),
+                )
+                .hint = Some("set the value with `sorat secret set NAME` (secrets never go in the file)".into());
+                None
+            }
+        }
+    }
+
+    /// These readers report a mistake and go on with the default, so that one run of
+    /// `sorat validate` shows every mistake; `load` refuses the file when there was one.
+    fn bool(&mut self, node: Option<&Node>, what: &str, default: bool) -> bool {
+        let Some(node) = node else {
+            return default;
+        };
+        match node.as_bool() {
+            Some(value) => value,
+            None => {
+                self.error(
+                    node.span,
+                    format!("{what} must be true or false, found {}", node.kind_name()),
+                );
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, node: Option<&Node>, what: &str, default_secs: u64) -> Duration {
+        let default = Duration::from_secs(default_secs);
+        let Some(node) = node else {
+            return default;
+        };
+        let Some(text) = expect_text(self.file, node, what, self.diagnostics) else {
+            return default;
+        };
+        match duration::parse_duration(text) {
+            Ok(value) => value,
+            Err(error) => {
+                self.error(node.span, format!("{what}: {error}"));
+                default
+            }
+        }
+    }
+
+    fn count(
+        &mut self,
+        node: Option<&Node>,
+        what: &str,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> i64 {
+        let Some(node) = node else {
+            return default;
+        };
+        match node.as_i64() {
+            Some(value) if range.contains(&value) => value,
+            _ => {
+                self.error(
+                    node.span,
+                    format!(
+                        "{what} must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                default
+            }
+        }
+    }
+}
+
+/// The name in `${{ secrets.NAME }}` (spaces inside the braces optional), or `None`.
+pub fn parse_secret_ref(text: &str) -> Option<String> {
+    let inner = text.trim().strip_prefix("${{")?.strip_suffix("}}")?.trim();
+    let name = inner.strip_prefix("secrets.")?;
+    (!name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit()))
+    .then(|| name.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> (Option<PlatformConfig>, Vec<String>) {
+        let file = SourceFile::new("/etc/sorat/sorat.yaml", text);
+        let (config, diagnostics) = load(&file);
+        let messages = diagnostics
+            .into_sorted()
+            .iter()
+            .map(|d| format!("{}: {}", d.location().unwrap_or_default(), d.message))
+            .collect();
+        (config, messages)
+    }
+
+    #[test]
+    fn an_empty_file_gives_every_default() {
+        let (config, messages) = load_text("{}\n");
+        let config = config.unwrap();
+        assert!(messages.is_empty(), "{messages:?}");
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.server.data, PathBuf::from("/etc/sorat/.sorat"));
+        assert_eq!(config.server.database, "sqlite");
+        assert_eq!(config.server.lease, Duration::from_secs(30));
+        assert!(config.server.local_agent.enabled);
+        assert!(config.projects.is_empty());
+    }
+
+    #[test]
+    fn projects_are_read_with_their_paths_resolved() {
+        let (config, messages) = load_text(
+            "server:\n  listen: 127.0.0.1:9000\n  queue_timeout: 2m\nprojects:\n  - name: shop\n    repo: ../git/shop\n    dir: services/api/\n    webhook: { secret: '${{ secrets.SHOP_HOOK }}' }\n    poll: 30s\n",
+        );
+        assert!(messages.is_empty(), "{messages:?}");
+        let config = config.unwrap();
+        assert_eq!(config.server.external_url, "http://127.0.0.1:9000");
+        assert_eq!(config.server.queue_timeout, Duration::from_secs(120));
+        let shop = &config.projects[0];
+        assert_eq!(shop.repo, "/etc/sorat/../git/shop");
+        assert_eq!(shop.dir, "services/api");
+        assert_eq!(shop.pipeline, ".sorat/pipeline.yaml");
+        assert_eq!(shop.webhook_secret.as_ref().unwrap().name, "SHOP_HOOK");
+        assert_eq!(shop.poll, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn mistakes_are_located() {
+        let (config, messages) = load_text(
+            "server:\n  listen: localhost\n  lease: 5 minutes\nprojects:\n  - name: shop\n    repo: /srv/shop\n    webhook: { secret: hunter2 }\n  - name: shop\n    repo: /srv/other\n  - name: bad/name\n    repo: x\n  - name: nowhere\n    repos: x\n",
+        );
+        assert!(config.is_none());
+        let expected = [
+            "2:11: `server.listen` must be an address with a port, found `localhost`",
+            "3:10: `server.lease`:",
+            "7:24: `webhook.secret` must be a secret reference",
+            "10:11: project name `bad/name`",
+            "13:5: unknown key `repos` in a project",
+            "12:11: project `nowhere` needs a `repo`",
+        ];
+        for prefix in expected {
+            assert!(
+                messages.iter().any(|m| m.contains(prefix)),
+                "no `{prefix}` in {messages:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn later_sections_are_accepted_with_a_warning() {
+        let (config, messages) = load_text("monitoring:\n  scrape_configs: []\n");
+        assert!(config.is_some());
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(messages[0].contains("`monitoring` is not read by this version"));
+    }
+
+    #[test]
+    fn secret_references_are_recognised() {
+        assert_eq!(
+            parse_secret_ref("${{ secrets.A_1 }}").as_deref(),
+            Some("A_1")
+        );
+        assert_eq!(parse_secret_ref("${{secrets.X}}").as_deref(), Some("X"));
+        assert_eq!(parse_secret_ref("secrets.X"), None);
+        assert_eq!(parse_secret_ref("${{ vars.X }}"), None);
+        assert_eq!(parse_secret_ref("${{ secrets.1X }}"), None);
+    }
+}
