@@ -135,7 +135,7 @@ pub fn load(file: &SourceFile) -> (Option<PlatformConfig>, Diagnostics) {
 pub fn default_config(base: &Path) -> PlatformConfig {
     let file = SourceFile::new(base.join("sorat.yaml"), "{}\n");
     let (config, _) = load(&file);
-    config.unwrap_or_else(|| unreachable_default())
+    config.unwrap_or_else(unreachable_default)
 }
 
 fn unreachable_default() -> PlatformConfig {
