@@ -114,11 +114,13 @@ pub fn load(file: &SourceFile) -> (Option<PlatformConfig>, Diagnostics) {
     let Some(root) = root else {
         return (None, diagnostics);
     };
-    let base = file
+    // Absolute, so that paths stay right whatever folder a git command later runs in.
+    let parent = file
         .path()
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    let base = std::path::absolute(&parent).unwrap_or(parent);
     let config = Loader {
         file,
         base: &base,

@@ -5,7 +5,9 @@
 
 mod diagnostics;
 mod expr;
+mod reaper;
 mod run;
+mod server;
 mod validate;
 mod view;
 
@@ -33,6 +35,48 @@ enum Command {
         #[command(subcommand)]
         command: ExprCommand,
     },
+    /// Start the server with a local agent: API, webhooks, polling, schedules.
+    Up(server::UpArgs),
+    /// Run jobs for a server: claim, run, stream logs back.
+    Agent(server::AgentArgs),
+    /// Start a manual run of a project on the server.
+    Trigger(server::TriggerArgs),
+    /// Logs of runs on the server.
+    Logs {
+        #[command(subcommand)]
+        command: LogsCommand,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Secrets (stored encrypted; given only to the jobs that reference them).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// (internal) Kills the process groups of a process that died; see `reaper.rs`.
+    #[command(name = "__reap", hide = true)]
+    Reap,
+}
+
+#[derive(Subcommand)]
+enum LogsCommand {
+    /// Print a run's logs as they come, until it ends.
+    Follow(server::LogsFollowArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token (for a user with a role, or for an agent); it is printed once.
+    Create(server::TokenCreateArgs),
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Set a secret's value (from standard input unless --value).
+    Set(server::SecretSetArgs),
 }
 
 #[derive(Subcommand)]
@@ -77,6 +121,19 @@ fn main() -> ExitCode {
         Command::Expr {
             command: ExprCommand::Test { files, verbose },
         } => expr::test(&files, verbose),
+        Command::Reap => reaper::reap(),
+        Command::Up(args) => server::up(args),
+        Command::Agent(args) => server::agent(args),
+        Command::Trigger(args) => server::trigger(args),
+        Command::Logs {
+            command: LogsCommand::Follow(args),
+        } => server::logs_follow(args),
+        Command::Token {
+            command: TokenCommand::Create(args),
+        } => server::token_create(args),
+        Command::Secret {
+            command: SecretCommand::Set(args),
+        } => server::secret_set(args),
     };
     ExitCode::from(code)
 }

@@ -355,6 +355,7 @@ pub(crate) fn run(args: RunArgs) -> u8 {
         keep_workspaces: args.keep_workspaces,
         given: IndexMap::new(),
         identity: None,
+        artifacts_dir: None,
     };
     let mode = if args.output == "json" {
         OutputMode::Json
@@ -374,6 +375,8 @@ pub(crate) fn run(args: RunArgs) -> u8 {
             return exit::FAILURE;
         }
     };
+    // A `kill -9` of this process must not leave steps running.
+    crate::reaper::start();
     let result = runtime.block_on(async move {
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let cancel = Cancel::default();

@@ -1,4 +1,5 @@
-//! What a run acknowledged survives `kill -9` of `sorat run` itself.
+//! What a run acknowledged survives `kill -9` of `sorat run` itself, and what it was running
+//! does not (the reaper kills the steps' process groups).
 //!
 //! A job that finished is in `run.partial.json` (written through a synced temporary file and
 //! a rename after every job), and the cache it saved is whole: a later run restores it.
@@ -89,15 +90,24 @@ jobs:
     )
     .unwrap();
     let _ = child.wait();
-    // Nothing is left to stop the slow step's process group (it leads its own group, so its
-    // pid is the group's id); a service manager would, here the test does.
-    if let Ok(pid) = std::fs::read_to_string(&pid_file)
-        && let Ok(pid) = pid.trim().parse::<i32>()
-    {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    // The reaper (a child of sorat that outlives it) kills the slow step's process group:
+    // nothing of the killed run goes on running. The step leads its group, so its pid is
+    // the group's id.
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        if Instant::now() > deadline {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("the killed run's step (process group {pid}) was left running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 
     let record: serde_json::Value =

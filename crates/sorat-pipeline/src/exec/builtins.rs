@@ -628,7 +628,10 @@ pub(crate) struct ArtifactManifest {
 }
 
 fn artifacts_dir(run: &JobRun<'_>) -> PathBuf {
-    run.shared.run_dir.join("artifacts")
+    match &run.shared.request.artifacts_dir {
+        Some(dir) => dir.clone(),
+        None => run.shared.run_dir.join("artifacts"),
+    }
 }
 
 fn valid_artifact_name(name: &str) -> Result<(), String> {

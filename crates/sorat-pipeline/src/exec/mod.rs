@@ -35,7 +35,7 @@ use crate::spec::{ConditionKind, Job, Matrix, MatrixValues, Pipeline};
 use crate::trigger::EventKind;
 
 pub use files::{CommandFileError, parse_key_values};
-pub use process::{Exit, ProcessSpec, run_process};
+pub use process::{Exit, GroupWatcher, ProcessSpec, run_process, watch_process_groups};
 
 /// Everything a run needs to know before it starts.
 #[derive(Clone, Debug)]
@@ -72,6 +72,10 @@ pub struct RunRequest {
     pub given: IndexMap<String, GivenJob>,
     /// Who and what the run is, as a server knows it; `None` for a local run.
     pub identity: Option<RunIdentity>,
+    /// Where the run's artifacts are kept; default: the run folder's `artifacts`. A server
+    /// run whose jobs an agent runs one by one (each in a run folder of its own) points every
+    /// job at the same folder, so a job finds what the jobs it needs uploaded.
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 /// A job that ended before this part of the run: its conclusion and outputs.

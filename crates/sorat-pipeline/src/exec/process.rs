@@ -57,6 +57,23 @@ impl Exit {
     }
 }
 
+/// Told of every process group the engine starts and of its end, so that something outside
+/// the engine can kill the groups if the engine's process dies without doing it (`kill -9`):
+/// the binary's reaper does that, so a dead agent leaves no step running.
+pub trait GroupWatcher: Send + Sync {
+    /// A process group started; `pgid` is its id.
+    fn started(&self, pgid: i32);
+    /// It ended (and was killed whole).
+    fn ended(&self, pgid: i32);
+}
+
+static WATCHER: std::sync::OnceLock<Box<dyn GroupWatcher>> = std::sync::OnceLock::new();
+
+/// Installs the process's one watcher; `false` when one was installed already.
+pub fn watch_process_groups(watcher: Box<dyn GroupWatcher>) -> bool {
+    WATCHER.set(watcher).is_ok()
+}
+
 /// Runs `spec`, sending its output (stdout and stderr through one pipe, so their order is
 /// kept) to `log`, until it exits, `timeout` passes, or `cancel` fires.
 pub async fn run_process(
@@ -95,6 +112,9 @@ pub async fn run_process(
         }
     };
     let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    if let (Some(watcher), Some(pgid)) = (WATCHER.get(), pgid) {
+        watcher.started(pgid.as_raw());
+    }
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let reader_log = Arc::clone(&log);
     std::thread::spawn(move || {
@@ -129,6 +149,9 @@ pub async fn run_process(
         let _ = killpg(pgid, Signal::SIGKILL);
     }
     let _ = child.wait().await;
+    if let (Some(watcher), Some(pgid)) = (WATCHER.get(), pgid) {
+        watcher.ended(pgid.as_raw());
+    }
     if tokio::time::timeout(DRAIN, done_rx).await.is_err()
         && let Ok(mut log) = log.lock()
     {
