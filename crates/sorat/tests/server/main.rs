@@ -13,4 +13,5 @@
 mod agents;
 mod api;
 mod hooks;
+mod quickstart;
 mod support;
