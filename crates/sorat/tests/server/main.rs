@@ -15,3 +15,4 @@ mod api;
 mod hooks;
 mod quickstart;
 mod support;
+mod triggers;

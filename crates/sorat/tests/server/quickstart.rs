@@ -45,7 +45,10 @@ fn sorat_up_on_the_quickstart_runs_its_pipeline() {
             .ok()
             .and_then(|response| response.json::<serde_json::Value>().ok());
         if let Some(run) = answer
-            && matches!(run["status"].as_str(), Some("success" | "failure" | "cancelled"))
+            && matches!(
+                run["status"].as_str(),
+                Some("success" | "failure" | "cancelled")
+            )
         {
             break run;
         }
@@ -68,6 +71,9 @@ fn sorat_up_on_the_quickstart_runs_its_pipeline() {
         .map(|job| job["key"].as_str().unwrap())
         .collect();
     assert_eq!(jobs, ["lint", "test", "package", "smoke"], "{run:#}");
-    assert!(printed.contains(&format!("Sorat is up at {url}")), "{printed}");
+    assert!(
+        printed.contains(&format!("Sorat is up at {url}")),
+        "{printed}"
+    );
     assert!(status.success(), "{printed}");
 }
