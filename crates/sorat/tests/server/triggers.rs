@@ -70,8 +70,11 @@ fn polling_runs_new_branches_and_commits_and_honours_path_filters() {
     assert_eq!(shas.len(), 4, "{shas:?}");
 }
 
+/// What the fake forge saw: each request's path, `Authorization` header and JSON body.
+type Seen = Arc<Mutex<Vec<(String, String, Value)>>>;
+
 /// A forge's status API on loopback: records each request's path, token and body.
-fn fake_forge() -> (String, Arc<Mutex<Vec<(String, String, Value)>>>) {
+fn fake_forge() -> (String, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
