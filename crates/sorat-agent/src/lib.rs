@@ -50,6 +50,8 @@ pub struct AgentOptions {
     pub capacity: u32,
     /// Its data folder: mirrors, workspaces, caches.
     pub data_dir: PathBuf,
+    /// A CA certificate (PEM) to trust for an HTTPS server, besides the public roots.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// A running agent.
@@ -69,9 +71,17 @@ pub enum AgentError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The CA certificate could not be read.
+    #[error("CA certificate {path}: {reason}")]
+    CaCert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The server refused the agent's token.
     #[error(
-        "the server refused the agent token (HTTP {0}); create one with `sorat token create --agent`"
+        "the server refused the agent token (HTTP {0}); create one with `sorat token create NAME --agent`"
     )]
     Unauthorized(u16),
 }
@@ -79,9 +89,20 @@ pub enum AgentError {
 impl Agent {
     /// Sets an agent up; [`Agent::run`] starts it.
     pub fn new(options: AgentOptions) -> Result<Agent, AgentError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(path) = &options.ca_cert {
+            let pem = std::fs::read(path).map_err(|error| AgentError::CaCert {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
+            let certificate =
+                reqwest::Certificate::from_pem(&pem).map_err(|error| AgentError::CaCert {
+                    path: path.clone(),
+                    reason: error.to_string(),
+                })?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        let client = builder.build()?;
         let mirrors = Arc::new(mirror::Mirrors::new(options.data_dir.join("repos")));
         Ok(Agent {
             options: Arc::new(options),
@@ -466,6 +487,7 @@ impl JobRunner {
                 record: serde_json::Value::Null,
                 reason: Some(reason),
                 tests: Vec::new(),
+                artifacts: Vec::new(),
             }
         };
         let mirror = match self.mirrors.fetch(&assignment.repo, &assignment.sha).await {
@@ -568,6 +590,8 @@ impl JobRunner {
                     .join("artifacts"),
             ),
         };
+        let artifacts_dir = request.artifacts_dir.clone();
+        let before = artifact_manifests(artifacts_dir.as_deref());
         let (events, mut event_rx) = mpsc::unbounded_channel();
         let forward = {
             let reports = reports.clone();
@@ -617,6 +641,10 @@ impl JobRunner {
                 message: Some(failure.message.clone()),
             })
             .collect();
+        let artifacts = artifact_manifests(artifacts_dir.as_deref())
+            .into_iter()
+            .filter(|artifact| !before.contains(artifact))
+            .collect();
         Finish {
             token: String::new(),
             status: status.into(),
@@ -625,6 +653,7 @@ impl JobRunner {
             record: serde_json::to_value(&instances).unwrap_or(serde_json::Value::Null),
             reason,
             tests,
+            artifacts,
         }
     }
 }
@@ -713,6 +742,31 @@ impl EventForwarder {
             _ => {}
         }
     }
+}
+
+/// The artifacts in a run's artifacts folder (their manifests `<name>.json`).
+fn artifact_manifests(dir: Option<&std::path::Path>) -> Vec<protocol::ArtifactReport> {
+    let Some(Ok(entries)) = dir.map(std::fs::read_dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<protocol::ArtifactReport> = entries
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            if path.extension()? != "json" {
+                return None;
+            }
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+            let files = manifest["snapshot"]["files"].as_array()?;
+            Some(protocol::ArtifactReport {
+                name: manifest["name"].as_str()?.to_string(),
+                files: files.len() as u64,
+                bytes: files.iter().filter_map(|f| f["size"].as_u64()).sum(),
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
 }
 
 /// A name usable as one path component.

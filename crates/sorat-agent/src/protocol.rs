@@ -154,6 +154,20 @@ pub struct Finish {
     pub reason: Option<String>,
     /// Test cases reported by `junit` steps.
     pub tests: Vec<TestCaseReport>,
+    /// The artifacts the job uploaded.
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactReport>,
+}
+
+/// An artifact a job uploaded (kept on the agent that ran it, for now).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ArtifactReport {
+    /// Its name.
+    pub name: String,
+    /// How many files.
+    pub files: u64,
+    /// Their size.
+    pub bytes: u64,
 }
 
 /// One test case.

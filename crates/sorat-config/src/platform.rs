@@ -52,6 +52,17 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// `local_agent`: the agent inside `sorat up`.
     pub local_agent: LocalAgentConfig,
+    /// `tls`: serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `server.tls`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsConfig {
+    /// `cert`: the certificate chain (PEM), relative to the config file.
+    pub cert: PathBuf,
+    /// `key`: the private key (PEM), relative to the config file.
+    pub key: PathBuf,
 }
 
 /// `server.local_agent`.
@@ -118,8 +129,8 @@ pub fn load(file: &SourceFile) -> (Option<PlatformConfig>, Diagnostics) {
     let parent = file
         .path()
         .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let base = std::path::absolute(&parent).unwrap_or(parent);
     let config = Loader {
         file,
@@ -160,6 +171,7 @@ fn unreachable_default() -> PlatformConfig {
                 capacity: 2,
                 labels: Vec::new(),
             },
+            tls: None,
         },
         projects: Vec::new(),
     }
@@ -292,7 +304,17 @@ impl Loader<'_> {
             None => format!("http://{listen}"),
         };
         let time_zone = match reader.get("time_zone") {
-            Some(node) => expect_text(file, node, "`server.time_zone`", self.diagnostics)?.into(),
+            Some(node) => {
+                let name = expect_text(file, node, "`server.time_zone`", self.diagnostics)?;
+                if let Err(error) = jiff::tz::TimeZone::get(name) {
+                    self.error(
+                        node.span,
+                        format!("`server.time_zone`: `{name}` is not a time zone this machine knows: {error}"),
+                    )
+                    .hint = Some("an IANA name such as `UTC`, `Europe/Berlin` or `America/New_York`".into());
+                }
+                name.to_string()
+            }
             None => "UTC".into(),
         };
         let public_metrics = self.bool(
@@ -300,9 +322,13 @@ impl Loader<'_> {
             "`server.public_metrics`",
             true,
         );
-        let queue_timeout =
-            self.duration(reader.get("queue_timeout"), "`server.queue_timeout`", 600);
-        let lease = self.duration(reader.get("lease"), "`server.lease`", 30);
+        let queue_timeout = self.at_least(
+            reader.get("queue_timeout"),
+            "`server.queue_timeout`",
+            600,
+            1,
+        );
+        let lease = self.at_least(reader.get("lease"), "`server.lease`", 30, 1);
         let shutdown_grace =
             self.duration(reader.get("shutdown_grace"), "`server.shutdown_grace`", 30);
         let lost_agent_retries = self.count(
@@ -326,6 +352,10 @@ impl Loader<'_> {
             }),
         };
         let local_agent = self.local_agent(reader.get("local_agent").unwrap_or(&null));
+        let tls = match reader.get("tls") {
+            Some(node) => self.tls(node),
+            None => None,
+        };
         reader.finish(self.diagnostics);
         Some(ServerConfig {
             local_agent: local_agent?,
@@ -340,6 +370,28 @@ impl Loader<'_> {
             lost_agent_retries,
             shutdown_grace,
             max_body,
+            tls,
+        })
+    }
+
+    fn tls(&mut self, node: &Node) -> Option<TlsConfig> {
+        let file = self.file;
+        let mut reader = MapReader::new(file, node, "`server.tls`", self.diagnostics)?;
+        let cert = reader.get("cert");
+        let key = reader.get("key");
+        reader.finish(self.diagnostics);
+        let (Some(cert), Some(key)) = (cert, key) else {
+            self.error(
+                node.head_span(file),
+                "`server.tls` needs both `cert` and `key` (PEM files)",
+            );
+            return None;
+        };
+        let cert = expect_text(file, cert, "`server.tls.cert`", self.diagnostics)?;
+        let key = expect_text(file, key, "`server.tls.key`", self.diagnostics)?;
+        Some(TlsConfig {
+            cert: self.base.join(cert),
+            key: self.base.join(key),
         })
     }
 
@@ -617,6 +669,23 @@ impl Loader<'_> {
                 default
             }
         }
+    }
+
+    /// A duration of at least `min_secs`.
+    fn at_least(
+        &mut self,
+        node: Option<&Node>,
+        what: &str,
+        default_secs: u64,
+        min_secs: u64,
+    ) -> Duration {
+        let value = self.duration(node, what, default_secs);
+        if value < Duration::from_secs(min_secs)
+            && let Some(node) = node
+        {
+            self.error(node.span, format!("{what} must be at least {min_secs}s"));
+        }
+        value
     }
 
     fn count(

@@ -190,10 +190,14 @@ async fn assignment(
         .run(job.run_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("run {}", job.run_id)))?;
-    state
+    if state
         .store
         .transition_run(run.id, &[RunStatus::Queued], RunStatus::Running, None, now)
-        .await?;
+        .await?
+        && let Some(running) = state.store.run(run.id).await?
+    {
+        crate::status::report(state, &running);
+    }
     let project = state.projects.get(&run.project).ok_or_else(|| {
         ApiError::not_found(format!(
             "project `{}` is no longer in the configuration",
@@ -443,7 +447,11 @@ pub async fn finish(
     let outcome = JobOutcome {
         status,
         outputs: Value::Object(body.outputs),
-        record: json!({ "fails_run": body.fails_run, "instances": body.record }),
+        record: json!({
+            "fails_run": body.fails_run,
+            "instances": body.record,
+            "artifacts": body.artifacts,
+        }),
         reason: body.reason,
     };
     if !state

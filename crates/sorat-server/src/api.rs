@@ -22,6 +22,11 @@ pub async fn projects(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
+    if caller.kind == TokenKind::Agent {
+        return Err(ApiError::forbidden(
+            "agent tokens can only claim jobs and report on them",
+        ));
+    }
     let mut out = Vec::new();
     for project in state.projects.values() {
         if caller
@@ -95,12 +100,33 @@ pub async fn trigger(
     if wanted.is_empty() || wanted.starts_with('-') || wanted.contains("..") {
         return Err(ApiError::field("ref", format!("`{wanted}` is not a ref")));
     }
-    let git_ref = if wanted.starts_with("refs/")
-        || (wanted.len() == 40 && wanted.chars().all(|c| c.is_ascii_hexdigit()))
-    {
+    // A full ref as given; else a branch, then a tag, then a commit (full or short).
+    let git_ref = if wanted.starts_with("refs/") {
         wanted.clone()
     } else {
-        format!("refs/heads/{wanted}")
+        let mut found = None;
+        for candidate in [
+            format!("refs/heads/{wanted}"),
+            format!("refs/tags/{wanted}"),
+        ] {
+            if state
+                .mirrors
+                .resolve(&project.repo, &candidate)
+                .await
+                .is_ok()
+            {
+                found = Some(candidate);
+                break;
+            }
+        }
+        match found {
+            Some(git_ref) => git_ref,
+            None => state
+                .mirrors
+                .resolve(&project.repo, &wanted)
+                .await
+                .map_err(|error| ApiError::field("ref", error))?,
+        }
     };
     let request = TriggerRequest {
         event: EventKind::Manual,
@@ -113,6 +139,7 @@ pub async fn trigger(
         base_branch: String::new(),
         webhook: None,
         inputs: dispatch::inputs_from_json(&body.inputs),
+        rerun: false,
         details: json!({ "source": "manual", "by": caller.name }),
     };
     match dispatch::start_run(&state, &project, request).await? {
@@ -266,19 +293,20 @@ pub async fn run_artifacts(
         .await?;
     let mut artifacts = Vec::new();
     for job in state.store.jobs(id).await? {
-        let instances = job
+        let list = job
             .record
-            .get("instances")
+            .get("artifacts")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        for instance in instances {
-            if let Some(list) = instance.get("artifacts").and_then(Value::as_array) {
-                for artifact in list {
-                    artifacts
-                        .push(json!({ "job": job.key, "agent": job.agent, "artifact": artifact }));
-                }
-            }
+        for artifact in list {
+            artifacts.push(json!({
+                "job": job.key,
+                "agent": job.agent,
+                "name": artifact.get("name"),
+                "files": artifact.get("files"),
+                "bytes": artifact.get("bytes"),
+            }));
         }
     }
     Ok(Json(json!({ "artifacts": artifacts })))
@@ -367,16 +395,9 @@ pub async fn rerun(
         base_branch: String::new(),
         webhook: None,
         inputs: dispatch::inputs_from_json(&inputs),
+        // A re-run repeats what ran: the filters of `on:` were passed the first time.
+        rerun: true,
         details: json!({ "source": "rerun", "of": id, "by": caller.name }),
-    };
-    // A re-run repeats what ran: the filters of `on:` were passed the first time.
-    let request = TriggerRequest {
-        event: if event == EventKind::Manual {
-            EventKind::Manual
-        } else {
-            event
-        },
-        ..request
     };
     match dispatch::start_run(&state, &project, request).await? {
         Started::Run(run) => Ok((StatusCode::CREATED, Json(json!(run))).into_response()),
@@ -539,10 +560,18 @@ pub async fn create_token(
             Some(user) => user,
             None => state.store.create_user(&body.name, now).await?,
         };
-        state
+        // A user's role is the user's, not the token's: a new token never lowers it (a
+        // viewer token for `admin` must not take the admin's rights away).
+        let has = state
             .store
-            .grant(user.id, body.project.as_deref(), role)
+            .role_of(user.id, body.project.as_deref())
             .await?;
+        if has.is_none_or(|has| has < role) {
+            state
+                .store
+                .grant(user.id, body.project.as_deref(), role)
+                .await?;
+        }
         (TokenKind::User, Some(user.id), Some(role))
     };
     let created = state

@@ -158,6 +158,8 @@ pub async fn bootstrap_admin(
             let Some(token) = from_env else {
                 return Ok(None);
             };
+            // Whatever happened to the admin's grants, the operator's token is admin again.
+            store.grant(user.id, None, Role::Admin).await?;
             if store.token_by_hash(&hash_token(token)).await?.is_none() {
                 store
                     .create_token(

@@ -44,6 +44,8 @@ pub struct TriggerRequest {
     pub webhook: Option<Box<sorat_trigger::webhook::TriggerEvent>>,
     /// Manual inputs as given (`name` → text).
     pub inputs: Vec<(String, String)>,
+    /// A re-run: the run passed `on:` the first time, so the filters are not asked again.
+    pub rerun: bool,
     /// What the trigger was, for the record (forge, delivery, PR number...).
     pub details: Value,
 }
@@ -127,7 +129,7 @@ pub async fn start_run(
     };
     // A manual run is someone asking for this commit to run: `on:`'s filters are for
     // events (as with GitLab's "Run pipeline", a pipeline without `on: manual` runs too).
-    if request.event != EventKind::Manual {
+    if request.event != EventKind::Manual && !request.rerun {
         let facts = EventFacts {
             kind: request.event,
             git_ref: &request.git_ref,

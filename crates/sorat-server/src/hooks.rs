@@ -104,6 +104,7 @@ pub async fn receive(
             .map(|pull_request| pull_request.base_ref.clone())
             .unwrap_or_default(),
         inputs: Vec::new(),
+        rerun: false,
         details: json!({
             "source": "webhook",
             "forge": forge.name(),

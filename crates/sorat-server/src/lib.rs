@@ -218,12 +218,14 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Its base URL.
     pub url: String,
+    /// The URL the local agent uses (plain HTTP on loopback; the same as `url` without TLS).
+    pub internal_url: String,
     /// The admin token made on the first start (to show once), if one was.
     pub first_admin_token: Option<String>,
     /// A fresh token for the local agent.
     pub local_agent_token: String,
     state: Arc<AppState>,
-    stop_http: CancellationToken,
+    handle: axum_server::Handle,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     background: tokio::task::JoinHandle<()>,
 }
@@ -256,7 +258,7 @@ impl Running {
     pub async fn shutdown(self) {
         self.stop_claims();
         self.background.abort();
-        self.stop_http.cancel();
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         let _ = self.http.await;
         self.state.store.close().await;
     }
@@ -313,37 +315,87 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
         agents: Mutex::new(HashMap::new()),
         config,
     });
-    let listener = tokio::net::TcpListener::bind(state.config.server.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
+    let listener = std::net::TcpListener::bind(state.config.server.listen).map_err(|source| {
+        ServerError::Bind {
             address: state.config.server.listen,
             source,
-        })?;
+        }
+    })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
         address: state.config.server.listen,
         source,
     })?;
     let app = router(Arc::clone(&state));
-    let stop_http = CancellationToken::new();
-    let http = {
-        let stop = stop_http.clone();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
+    let handle = axum_server::Handle::new();
+    if state.config.server.listen.port() == 0 {
+        tracing::warn!(
+            "listening on a port chosen by the system ({addr}); server.external_url ({}) does not name it",
+            state.config.server.external_url
+        );
+    }
+    let scheme = if state.config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let http = match &state.config.server.tls {
+        Some(tls) => {
+            // One crypto provider for the process (ring); a second call finds it set.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .map_err(|error| {
+                    ServerError::Setup(format!(
+                        "TLS: {} / {}: {error}",
+                        tls.cert.display(),
+                        tls.key.display()
+                    ))
+                })?;
+            let server = axum_server::from_tcp_rustls(listener, config).handle(handle.clone());
+            tokio::spawn(
+                server.serve(
+                    app.clone()
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                ),
             )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-        })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            tokio::spawn(
+                server.serve(
+                    app.clone()
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                ),
+            )
+        }
+    };
+    // The local agent talks to the server over plain HTTP on a loopback port of its own:
+    // it need not trust the server's certificate, which names the server's public host.
+    let internal = if state.config.server.tls.is_some() {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| ServerError::Bind {
+                address: SocketAddr::from(([127, 0, 0, 1], 0)),
+                source,
+            })?;
+        let internal_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            source,
+        })?;
+        let server = axum_server::from_tcp(listener).handle(handle.clone());
+        tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
+        format!("http://{internal_addr}")
+    } else {
+        format!("http://{addr}")
     };
     let background = tokio::spawn(background(Arc::clone(&state)));
     Ok(Running {
         addr,
-        url: format!("http://{addr}"),
+        url: format!("{scheme}://{addr}"),
+        internal_url: internal,
         first_admin_token,
         local_agent_token,
         state,
-        stop_http,
+        handle,
         http,
         background,
     })
@@ -354,7 +406,8 @@ async fn background(state: Arc<AppState>) {
     if let Err(error) = dispatch::advance_all(&state).await {
         tracing::warn!(error = %error.message, "advancing runs after start");
     }
-    let triggers = tokio::spawn(triggers::run(Arc::clone(&state)));
+    // Polling and schedules run beside this loop until the server stops.
+    let _triggers = tokio::spawn(triggers::run(Arc::clone(&state)));
     let mut ticks: u64 = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -366,9 +419,6 @@ async fn background(state: Arc<AppState>) {
             && let Err(error) = dispatch::advance_all(&state).await
         {
             tracing::warn!(error = %error.message, "advancing runs");
-        }
-        if triggers.is_finished() {
-            tracing::error!("the trigger task ended");
         }
     }
 }
@@ -422,6 +472,10 @@ fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(Arc::clone(&state), audit))
         // Inside the JSON errors, so that a 413 answers in the API's error shape.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            state.config.server.max_body,
+        ))
+        // axum's own extractor limit (2 MiB) would otherwise win below `max_body`.
+        .layer(axum::extract::DefaultBodyLimit::max(
             state.config.server.max_body,
         ))
         .layer(middleware::from_fn(json_errors))

@@ -37,10 +37,17 @@ pub async fn run(state: Arc<AppState>) {
         let project = project.clone();
         tasks.spawn(async move {
             loop {
-                if let Err(error) = schedule_once(&state, &project).await {
-                    tracing::warn!(project = %project.name, %error, "schedules");
-                }
-                tokio::time::sleep(Duration::from_secs(20)).await;
+                // Every 20 s while the pipeline has schedules; a pipeline without them is
+                // looked at again every 5 minutes (it may gain one), not fetched each time.
+                let pause = match schedule_once(&state, &project).await {
+                    Ok(true) => Duration::from_secs(20),
+                    Ok(false) => Duration::from_secs(300),
+                    Err(error) => {
+                        tracing::warn!(project = %project.name, %error, "schedules");
+                        Duration::from_secs(60)
+                    }
+                };
+                tokio::time::sleep(pause).await;
             }
         });
     }
@@ -106,6 +113,7 @@ pub async fn poll_once(state: &Arc<AppState>, project: &ProjectConfig) -> Result
             base_branch: String::new(),
             webhook: None,
             inputs: Vec::new(),
+            rerun: false,
             details: json!({ "source": "poll" }),
         };
         match dispatch::start_run(state, project, request).await {
@@ -129,9 +137,10 @@ pub async fn poll_once(state: &Arc<AppState>, project: &ProjectConfig) -> Result
 
 /// Fires the cron entries of the pipeline on the project's branch that came due since the
 /// last look (at most one run per entry per look, as a missed hour is not run twice).
-pub async fn schedule_once(state: &Arc<AppState>, project: &ProjectConfig) -> Result<(), String> {
+/// Whether the pipeline has schedules.
+pub async fn schedule_once(state: &Arc<AppState>, project: &ProjectConfig) -> Result<bool, String> {
     if state.shutting_down.is_cancelled() {
-        return Ok(());
+        return Ok(false);
     }
     let key = format!("schedule:{}", project.name);
     let now = jiff::Timestamp::now();
@@ -143,11 +152,12 @@ pub async fn schedule_once(state: &Arc<AppState>, project: &ProjectConfig) -> Re
         .and_then(|text| text.parse::<jiff::Timestamp>().ok());
     let Some(last) = last else {
         // First look: schedules count from now.
-        return state
+        state
             .store
             .set_meta(&key, &now.to_string())
             .await
-            .map_err(|error| error.to_string());
+            .map_err(|error| error.to_string())?;
+        return Ok(true);
     };
     let git_ref = format!("refs/heads/{}", project.branch);
     let sha = state.mirrors.resolve(&project.repo, &git_ref).await?;
@@ -160,6 +170,9 @@ pub async fn schedule_once(state: &Arc<AppState>, project: &ProjectConfig) -> Re
     let text = crate::repo::show_file(&mirror, &sha, &path).await?;
     let (pipeline, _) = sorat_pipeline::load::load(&SourceFile::new(&path, text));
     let mut due = Vec::new();
+    let has_schedules = pipeline
+        .as_ref()
+        .is_some_and(|pipeline| !pipeline.triggers.schedule.is_empty());
     if let Some(pipeline) = pipeline {
         for entry in &pipeline.triggers.schedule {
             let schedule = Schedule::new(
@@ -189,11 +202,12 @@ pub async fn schedule_once(state: &Arc<AppState>, project: &ProjectConfig) -> Re
             base_branch: String::new(),
             webhook: None,
             inputs: Vec::new(),
+            rerun: false,
             details: json!({ "source": "schedule", "cron": expression }),
         };
         dispatch::start_run(state, project, request)
             .await
             .map_err(|error| error.message)?;
     }
-    Ok(())
+    Ok(has_schedules)
 }

@@ -43,6 +43,12 @@ pub(crate) struct UpArgs {
     /// How Sorat's own log looks.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Arguments of `sorat agent`.
@@ -66,6 +72,9 @@ pub(crate) struct AgentArgs {
     /// Its data folder: repository mirrors, workspaces, caches.
     #[arg(long, default_value = ".sorat-agent")]
     data: PathBuf,
+    /// Trust this CA certificate (PEM) for an HTTPS server, besides the public roots.
+    #[arg(long, env = "SORAT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// On SIGTERM, how long running jobs may go on before they are killed.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     grace: Duration,
@@ -83,6 +92,21 @@ pub(crate) struct ClientArgs {
     /// A token (default: `SORAT_TOKEN`, else `.sorat/admin-token` here).
     #[arg(long, env = "SORAT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Trust this CA certificate (PEM) for an HTTPS server, besides the public roots.
+    #[arg(long, env = "SORAT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+}
+
+/// An HTTP client that also trusts `ca_cert`.
+fn http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
+        let certificate = reqwest::Certificate::from_pem(&pem)
+            .map_err(|error| format!("{}: not a PEM certificate: {error}", path.display()))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().map_err(|error| error.to_string())
 }
 
 /// Arguments of `sorat trigger`.
@@ -234,6 +258,15 @@ pub(crate) fn up(args: UpArgs) -> u8 {
     if let Some(database) = args.database {
         config.server.database = database;
     }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.server.tls = Some(platform::TlsConfig { cert, key });
+    }
+    if config.server.tls.is_some() && config.server.external_url.starts_with("http://") {
+        config.server.external_url = config
+            .server
+            .external_url
+            .replacen("http://", "https://", 1);
+    }
     init_logging(args.log_format);
     crate::reaper::start();
     let Some(runtime) = runtime() else {
@@ -278,12 +311,13 @@ async fn serve(config: PlatformConfig) -> u8 {
     }
     let agent = if local.enabled {
         let agent = sorat_agent::Agent::new(sorat_agent::AgentOptions {
-            server: running.url.clone(),
+            server: running.internal_url.clone(),
             token: running.local_agent_token.clone(),
             name: "local".into(),
             labels: local.labels.clone(),
             capacity: local.capacity as u32,
             data_dir: data.join("agent"),
+            ca_cert: None,
         });
         match agent {
             Ok(agent) => {
@@ -364,6 +398,7 @@ pub(crate) fn agent(args: AgentArgs) -> u8 {
             labels: args.labels,
             capacity: args.capacity,
             data_dir: args.data,
+            ca_cert: args.ca_cert,
         }) {
             Ok(agent) => agent,
             Err(error) => {
@@ -422,7 +457,8 @@ impl Client {
         Ok(Client {
             base: args.server.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
+            http: http_client(args.ca_cert.as_deref())
+                .map_err(|error| Failed(error, exit::INVALID))?,
         })
     }
 
@@ -715,15 +751,26 @@ pub(crate) fn secret_set(args: SecretSetArgs) -> u8 {
     };
     finish(runtime.block_on(async move {
         let client = Client::new(&args.client)?;
+        let encode = |text: &str| -> String {
+            text.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        };
         let query = args
             .project
             .as_ref()
-            .map(|project| format!("?project={project}"))
+            .map(|project| format!("?project={}", encode(project)))
             .unwrap_or_default();
         client
             .send(
                 reqwest::Method::PUT,
-                &format!("/api/v1/secrets/{}{query}", args.name),
+                &format!("/api/v1/secrets/{}{query}", encode(&args.name)),
                 Some(serde_json::json!({ "value": value })),
             )
             .await?;

@@ -9,8 +9,9 @@ use crate::{diagnostics, exit};
 /// Arguments of `sorat validate`.
 #[derive(clap::Args)]
 pub(crate) struct ValidateArgs {
-    /// A pipeline file, or a folder: its `.sorat/pipeline.yaml`, or every YAML file of a
-    /// `.sorat` or `workflows` folder. Default: the repository around the current folder.
+    /// A pipeline file or `sorat.yaml`, or a folder: its `.sorat/pipeline.yaml`, or every YAML
+    /// file of a `.sorat` or `workflows` folder. Default: the repository around the current
+    /// folder.
     path: Option<PathBuf>,
 }
 
@@ -81,6 +82,14 @@ pub(crate) fn read_source(path: &Path) -> Result<SourceFile, Diagnostic> {
     }
 }
 
+/// `sorat.yaml` (or `.yml`) is the platform's configuration, not a pipeline.
+fn is_platform_config(path: &Path) -> bool {
+    matches!(
+        path.file_name().and_then(|name| name.to_str()),
+        Some("sorat.yaml" | "sorat.yml")
+    )
+}
+
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub(crate) fn validate(args: ValidateArgs) -> u8 {
     let files = match pipeline_files(args.path.as_deref()) {
@@ -94,7 +103,11 @@ pub(crate) fn validate(args: ValidateArgs) -> u8 {
     for path in &files {
         match read_source(path) {
             Ok(file) => {
-                let (_, found) = sorat_pipeline::load::load(&file);
+                let found = if is_platform_config(path) {
+                    sorat_config::platform::load(&file).1
+                } else {
+                    sorat_pipeline::load::load(&file).1
+                };
                 all.extend(found.into_sorted());
             }
             Err(diagnostic) => all.push(diagnostic),

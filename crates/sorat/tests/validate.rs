@@ -440,3 +440,31 @@ fn expr_test_with_a_wrong_expectation_fails_with_1_failed() {
         outcome.stdout
     );
 }
+
+#[test]
+fn validate_reads_sorat_yaml_as_the_platform_config() {
+    let temp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        temp.path().join("sorat.yaml"),
+        "server:\n  listen: 127.0.0.1:8080\n  lease: 0s\n  time_zone: Mars/Olympus\nprojects:\n  - name: shop\n    repo: .\n",
+    )
+    .unwrap();
+    let outcome = sorat_in(temp.path(), &["validate", "sorat.yaml"]);
+    outcome.expect_code(2);
+    for expected in [
+        "sorat.yaml:3:10: error: `server.lease` must be at least 1s",
+        "sorat.yaml:4:14: error: `server.time_zone`: `Mars/Olympus` is not a time zone",
+    ] {
+        assert!(
+            outcome.stderr.contains(expected),
+            "no `{expected}` in:\n{}",
+            outcome.stderr
+        );
+    }
+    std::fs::write(
+        temp.path().join("sorat.yaml"),
+        "server:\n  time_zone: Europe/Berlin\nprojects:\n  - name: shop\n    repo: .\n",
+    )
+    .unwrap();
+    sorat_in(temp.path(), &["validate", "sorat.yaml"]).expect_code(0);
+}

@@ -415,3 +415,139 @@ fn sigterm_lets_running_steps_finish_and_metrics_count_runs() {
     );
     assert_eq!(run["jobs"][0]["attempt"], 1);
 }
+
+#[test]
+fn refs_reruns_artifacts_and_roles_that_never_go_down() {
+    let temp = tempfile::tempdir().unwrap();
+    let pipeline = r#"on:
+  push:
+    paths: ['src/**']
+jobs:
+  build:
+    steps:
+      - run: mkdir -p out && echo "${{ github.ref }}" > out/ref.txt
+      - uses: actions/upload-artifact@v4
+        with:
+          name: built
+          path: out/ref.txt
+"#;
+    let repo = repo_with(temp.path(), pipeline);
+    crate::support::git(&repo, &["tag", "v1.2"]);
+    let sha = crate::support::git(&repo, &["rev-parse", "HEAD"]);
+    let server = Server::start(temp.path(), "", &project(&repo));
+    let admin = server.admin();
+
+    // A tag by its short name, and a commit by a short sha.
+    let tagged = admin.trigger("shop", json!({ "ref": "v1.2" }));
+    let run = server.wait_run(tagged, Duration::from_secs(60));
+    assert_eq!(run["git_ref"], "refs/tags/v1.2", "{run:#}");
+    let short = admin.trigger("shop", json!({ "ref": &sha[..8] }));
+    let run = server.wait_run(short, Duration::from_secs(60));
+    assert_eq!(run["sha"], sha.as_str());
+    assert_eq!(run["status"], "success", "{run:#}");
+
+    // What a job uploaded is listed.
+    let (status, listed) = admin.get(&format!("/api/v1/runs/{short}/artifacts"));
+    assert_eq!(status, 200);
+    assert_eq!(listed["artifacts"][0]["name"], "built", "{listed:#}");
+    assert_eq!(listed["artifacts"][0]["files"], 1);
+    assert_eq!(listed["artifacts"][0]["job"], "build");
+
+    // A re-run repeats the run, even though its `paths` filter would not pass now.
+    let (status, again) = admin.post(&format!("/api/v1/runs/{short}/rerun"), json!({}));
+    assert_eq!(status, 201, "{again}");
+    let rerun = server.wait_run(again["id"].as_i64().unwrap(), Duration::from_secs(60));
+    assert_eq!(rerun["status"], "success");
+    assert_eq!(rerun["trigger"]["of"], short);
+
+    // A viewer token made for `admin` does not take the admin's rights away.
+    let (status, _) = admin.post(
+        "/api/v1/tokens",
+        json!({ "name": "admin", "role": "viewer" }),
+    );
+    assert_eq!(status, 201);
+    assert_eq!(admin.get("/api/v1/audit").0, 200);
+}
+
+#[test]
+fn https_with_rustls_and_the_local_agent_still_runs_jobs() {
+    let temp = tempfile::tempdir().unwrap();
+    let cert = temp.path().join("cert.pem");
+    let key = temp.path().join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    match made {
+        Ok(output) if output.status.success() => {}
+        _ => {
+            eprintln!("skipped: openssl is not available to make a test certificate");
+            return;
+        }
+    }
+    let repo = repo_with(temp.path(), PIPELINE);
+    let port = crate::support::free_port();
+    std::fs::write(
+        temp.path().join("sorat.yaml"),
+        format!(
+            "server:\n  listen: 127.0.0.1:{port}\n  data: data\n  tls: {{ cert: cert.pem, key: key.pem }}\nprojects:\n{}",
+            project(&repo)
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(temp.path().join("up.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sorat"))
+        .args(["up", "--config"])
+        .arg(temp.path().join("sorat.yaml"))
+        .env("SORAT_ADMIN_TOKEN", ADMIN)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pem = std::fs::read(&cert).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{url}/readyz")).send().is_err() {
+        assert!(Instant::now() < deadline, "no HTTPS answer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Plain HTTP on the same port gets no API.
+    let plain = reqwest::blocking::get(format!("http://127.0.0.1:{port}/readyz"));
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    // `sorat trigger` over HTTPS, trusting the test CA, and the run succeeds.
+    let output = Command::new(env!("CARGO_BIN_EXE_sorat"))
+        .args(["trigger", "shop", "--follow", "--server", &url, "--ca-cert"])
+        .arg(&cert)
+        .env("SORAT_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    crate::support::signal(child.id(), "KILL");
+    let _ = child.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("line 5 of hi-world"), "{stdout}");
+}

@@ -171,6 +171,19 @@ fn github_pushes_are_verified_filtered_and_run() {
     assert_eq!(post(&server, &ping_headers, &ping).0, 200);
     assert_eq!(run_count(&server), 0);
 
+    // A delivery larger than axum's default limit (2 MiB) but within `server.max_body`.
+    let mut padded: Value = serde_json::from_slice(&body).unwrap();
+    padded["padding"] = Value::String("x".repeat(3 << 20));
+    let padded = serde_json::to_vec(&padded).unwrap();
+    let headers = vec![
+        good[0].clone(),
+        ("X-Hub-Signature-256", format!("sha256={}", sign(&padded))),
+    ];
+    let (status, answer) = post(&server, &headers, &padded);
+    assert_eq!(status, 202, "{answer}");
+    let padded_run = answer["run"].as_i64().unwrap();
+    server.wait_run(padded_run, Duration::from_secs(60));
+
     // A good push runs, with what the payload said.
     let (status, answer) = post(&server, &good, &body);
     assert_eq!(status, 202, "{answer}");
@@ -208,7 +221,7 @@ fn github_pushes_are_verified_filtered_and_run() {
     let (status, answer) = post(&server, &headers, &docs);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["started"], false, "{answer}");
-    assert_eq!(run_count(&server), 1);
+    assert_eq!(run_count(&server), 2);
 
     // The audit log has the deliveries, from `webhook`.
     let (_, audit) = server.admin().get("/api/v1/audit");
