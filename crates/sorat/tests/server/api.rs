@@ -551,3 +551,175 @@ fn https_with_rustls_and_the_local_agent_still_runs_jobs() {
     );
     assert!(stdout.contains("line 5 of hi-world"), "{stdout}");
 }
+
+#[test]
+fn re_running_failed_jobs_keeps_the_run_and_what_succeeded() {
+    let temp = tempfile::tempdir().unwrap();
+    let flag = temp.path().join("fixed");
+    let pipeline = format!(
+        "on: push\njobs:\n  good:\n    outputs:\n      v: ${{{{ steps.s.outputs.v }}}}\n    steps:\n      - id: s\n        run: echo v=42 >> \"$GITHUB_OUTPUT\"\n  flaky:\n    needs: good\n    steps:\n      - run: test -e {} && echo \"got ${{{{ needs.good.outputs.v }}}}\"\n",
+        flag.display()
+    );
+    let repo = repo_with(temp.path(), &pipeline);
+    let server = Server::start(temp.path(), "", &project(&repo));
+    let admin = server.admin();
+    let id = admin.trigger("shop", json!({}));
+    let run = server.wait_run(id, Duration::from_secs(60));
+    assert_eq!(run["status"], "failure", "{run:#}");
+    assert_eq!(run["reason"], "job `flaky` failed");
+    // Re-running a run that has not ended, or all of it while it runs, is refused.
+    std::fs::write(&flag, "").unwrap();
+    let (status, body) = admin.post(
+        &format!("/api/v1/runs/{id}/rerun"),
+        json!({ "failed_only": true }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jobs"], 1);
+    let run = server.wait_run(id, Duration::from_secs(60));
+    assert_eq!(run["status"], "success", "{run:#}");
+    assert_eq!(
+        run["jobs"][0]["attempt"], 1,
+        "the good job was not run again"
+    );
+    assert_eq!(run["jobs"][1]["attempt"], 2);
+    let (_, log) = admin.text(&format!("/api/v1/runs/{id}/jobs/flaky/logs"));
+    assert!(
+        log.contains("got 42"),
+        "the re-run job sees the kept outputs: {log}"
+    );
+    // Nothing failed now: re-running failed jobs has nothing to do.
+    let (_, body) = admin.post(
+        &format!("/api/v1/runs/{id}/rerun"),
+        json!({ "failed_only": true }),
+    );
+    assert_eq!(body["jobs"], 0);
+}
+
+#[test]
+fn a_concurrency_group_runs_one_run_at_a_time_and_queues_the_rest() {
+    let temp = tempfile::tempdir().unwrap();
+    let pipeline =
+        "on: push\nconcurrency: deploy\njobs:\n  deploy:\n    steps:\n      - run: sleep 0.7\n";
+    let repo = repo_with(temp.path(), pipeline);
+    let server = Server::start(temp.path(), "", &project(&repo));
+    let admin = server.admin();
+    let ids: Vec<i64> = (0..3).map(|_| admin.trigger("shop", json!({}))).collect();
+    // While the first runs, the others wait and say why.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, third) = admin.get(&format!("/api/v1/runs/{}", ids[2]));
+        if third["jobs"][0]["waiting"] == "concurrency group `deploy` is busy" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{third:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let runs: Vec<Value> = ids
+        .iter()
+        .map(|id| server.wait_run(*id, Duration::from_secs(60)))
+        .collect();
+    for pair in runs.windows(2) {
+        assert_eq!(pair[1]["status"], "success");
+        let (earlier, later) = (&pair[0]["jobs"][0], &pair[1]["jobs"][0]);
+        assert!(
+            later["started_at"].as_i64().unwrap() >= earlier["finished_at"].as_i64().unwrap(),
+            "one at a time, in order: {earlier:#} {later:#}"
+        );
+    }
+}
+
+#[test]
+fn the_first_start_shows_an_admin_token_once_and_keeps_it_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let temp = tempfile::tempdir().unwrap();
+    let port = crate::support::free_port();
+    std::fs::write(
+        temp.path().join("sorat.yaml"),
+        format!("server:\n  listen: 127.0.0.1:{port}\n  data: data\n"),
+    )
+    .unwrap();
+    let start = || {
+        let log = temp.path().join("up.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sorat"))
+            .args(["up", "sorat.yaml", "--log-format", "json"])
+            .current_dir(temp.path())
+            .env_remove("SORAT_ADMIN_TOKEN")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::blocking::get(format!("http://127.0.0.1:{port}/readyz")).is_err() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (child, log)
+    };
+    let (mut child, log) = start();
+    let file = temp.path().join("data/admin-token");
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(token.starts_with("sorat_"), "{token}");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(temp.path().join("data/secret.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let printed = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(printed.matches(&token).count(), 1, "{printed}");
+
+    // The CLI makes tokens with it (read from .sorat/admin-token when not given).
+    let output = Command::new(env!("CARGO_BIN_EXE_sorat"))
+        .args(["token", "create", "ci", "--role", "developer"])
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .env("SORAT_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let made = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(made.starts_with("sorat_") && made != token);
+    let response = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v1/runs"))
+        .bearer_auth(&made)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // An unknown role is refused with exit 2 and the field named.
+    let output = Command::new(env!("CARGO_BIN_EXE_sorat"))
+        .args(["token", "create", "x", "--role", "owner"])
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .env("SORAT_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("role"));
+
+    // Structured logs: one JSON object per line.
+    crate::support::signal(child.id(), "TERM");
+    child.wait().unwrap();
+    let printed = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        printed
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .all(|line| serde_json::from_str::<Value>(line).is_ok()),
+        "{printed}"
+    );
+    // A second start does not show or change the token.
+    let (mut child, log) = start();
+    crate::support::signal(child.id(), "TERM");
+    child.wait().unwrap();
+    assert!(!std::fs::read_to_string(&log).unwrap().contains(&token));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+}

@@ -218,3 +218,28 @@ fn an_agent_keeps_its_job_and_its_log_through_a_server_restart() {
     let expected: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
     assert_eq!(lines, expected, "every line once, in order:\n{text}");
 }
+
+#[test]
+fn a_cron_schedule_starts_runs_in_the_configured_time_zone() {
+    let temp = tempfile::tempdir().unwrap();
+    let repo = repo_with(
+        temp.path(),
+        "on:\n  schedule:\n    - cron: '* * * * *'\njobs:\n  nightly:\n    steps:\n      - run: echo \"scheduled ${{ github.event_name }}\"\n",
+    );
+    let server = Server::start(
+        temp.path(),
+        "  time_zone: Asia/Kolkata\n",
+        &format!("  - name: shop\n    repo: {}\n", repo.display()),
+    );
+    // Every minute; the server looks every 20 s, so one comes within 80 s.
+    let runs = server.wait_runs(Duration::from_secs(100), |runs| !runs.is_empty());
+    assert_eq!(runs[0]["event"], "schedule");
+    assert_eq!(runs[0]["actor"], "schedule");
+    assert_eq!(runs[0]["git_ref"], "refs/heads/main");
+    let id = runs[0]["id"].as_i64().unwrap();
+    server.wait_run(id, Duration::from_secs(60));
+    let (_, log) = server
+        .admin()
+        .text(&format!("/api/v1/runs/{id}/jobs/nightly/logs"));
+    assert!(log.contains("scheduled schedule"), "{log}");
+}
