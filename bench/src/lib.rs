@@ -7,6 +7,8 @@
 //! - [`command`] runs a peer's real program and times it.
 //! - [`disk`] measures what plain `cp` and `dd` reach on the same disk, as a ceiling.
 //! - [`report`] holds the statistics and the Markdown tables the binaries print.
+//! - [`server`] starts a real `sorat up` and `sorat agent`s, talks to their API, and makes the
+//!   git repository their project builds; [`webhook`] signs GitHub pushes as GitHub does.
 //!
 //! Benchmarks run Sorat and its peer side by side and print numbers and ratios; nothing here
 //! asserts a time. The library never prints: the binaries do.
@@ -18,3 +20,5 @@ pub mod inputs;
 pub mod page_cache;
 pub mod report;
 pub mod rng;
+pub mod server;
+pub mod webhook;

@@ -14,6 +14,31 @@ pub fn median(times: &[Duration]) -> Duration {
     }
 }
 
+/// The value at `fraction` (0.5, 0.99) of `times` by the nearest-rank method: the smallest
+/// time with at least that share of the times at or below it. Zero when empty.
+pub fn percentile(times: &[Duration], fraction: f64) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (fraction.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The mean of `times`; zero when empty.
+pub fn mean(times: &[Duration]) -> Duration {
+    match u32::try_from(times.len()) {
+        Ok(0) | Err(_) => Duration::ZERO,
+        Ok(count) => times.iter().sum::<Duration>() / count,
+    }
+}
+
+/// Milliseconds with one decimal: `12.3 ms`.
+pub fn millis(time: Duration) -> String {
+    format!("{:.1} ms", time.as_secs_f64() * 1000.0)
+}
+
 /// Seconds with three decimals: `1.234 s`.
 pub fn seconds(time: Duration) -> String {
     format!("{:.3} s", time.as_secs_f64())
@@ -129,6 +154,17 @@ mod tests {
         for (times, expected) in cases {
             assert_eq!(median(times), *expected, "{times:?}");
         }
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let times: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(percentile(&times, 0.5), Duration::from_millis(50));
+        assert_eq!(percentile(&times, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&times, 1.0), Duration::from_millis(100));
+        assert_eq!(percentile(&times, 0.0), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+        assert_eq!(mean(&times), Duration::from_micros(50_500));
     }
 
     #[test]

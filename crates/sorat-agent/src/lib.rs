@@ -272,6 +272,31 @@ struct JobRunner {
 /// The lease was lost: the server gave the job to someone else (or ended it).
 struct LeaseLost;
 
+/// Numbers a job's log chunks and sends each until the server has it.
+struct ChunkSender {
+    job_id: i64,
+    token: String,
+    attempt: i64,
+    seq: i64,
+}
+
+impl ChunkSender {
+    /// Sends the lines gathered in `pending` (if any) as the next chunk, and empties it.
+    async fn flush(&mut self, runner: &JobRunner, pending: &mut String) -> Result<(), LeaseLost> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.seq += 1;
+        let chunk = LogAppend {
+            token: self.token.clone(),
+            attempt: self.attempt,
+            seq: self.seq,
+            text: std::mem::take(pending),
+        };
+        runner.send(self.job_id, "logs", &chunk).await.map(|_| ())
+    }
+}
+
 impl JobRunner {
     fn url(&self, job_id: i64, what: &str) -> String {
         format!("{}/api/v1/agent/jobs/{job_id}/{what}", self.options.server)
@@ -368,12 +393,20 @@ impl JobRunner {
 
         // Reports: log chunks and step changes, in order, each until the server has it.
         let (reports, mut report_rx) = mpsc::unbounded_channel::<Report>();
+        // Set when the job's run returned: the shipper then sends what is left at once.
+        let executed = CancellationToken::new();
         let shipper = {
             let runner = self.clone_for_task();
             let token = token.clone();
             let lease_lost = lease_lost.clone();
+            let executed = executed.clone();
             tokio::spawn(async move {
-                let mut seq = 0;
+                let mut chunks = ChunkSender {
+                    job_id,
+                    token: token.clone(),
+                    attempt,
+                    seq: 0,
+                };
                 let mut pending = String::new();
                 let mut open = true;
                 while open {
@@ -397,18 +430,9 @@ impl JobRunner {
                                 update.token = token.clone();
                                 update.attempt = attempt;
                                 // A step change goes after the lines before it.
-                                if !pending.is_empty() {
-                                    seq += 1;
-                                    let chunk = LogAppend {
-                                        token: token.clone(),
-                                        attempt,
-                                        seq,
-                                        text: std::mem::take(&mut pending),
-                                    };
-                                    if runner.send(job_id, "logs", &chunk).await.is_err() {
-                                        lease_lost.cancel();
-                                        return;
-                                    }
+                                if chunks.flush(&runner, &mut pending).await.is_err() {
+                                    lease_lost.cancel();
+                                    return;
                                 }
                                 if runner.send(job_id, "steps", &update).await.is_err() {
                                     lease_lost.cancel();
@@ -417,22 +441,17 @@ impl JobRunner {
                             }
                         }
                     }
-                    if !pending.is_empty() {
-                        seq += 1;
-                        let chunk = LogAppend {
-                            token: token.clone(),
-                            attempt,
-                            seq,
-                            text: std::mem::take(&mut pending),
-                        };
-                        if runner.send(job_id, "logs", &chunk).await.is_err() {
-                            lease_lost.cancel();
-                            return;
-                        }
+                    if chunks.flush(&runner, &mut pending).await.is_err() {
+                        lease_lost.cancel();
+                        return;
                     }
                     if open {
-                        // Lines come in bursts: a short pause makes chunks of many lines.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Lines come in bursts: a short pause makes chunks of many lines,
+                        // but none once the job is over (its end waits for this).
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                            () = executed.cancelled() => {}
+                        }
                     }
                 }
             })
@@ -448,6 +467,7 @@ impl JobRunner {
                 },
             )
             .await;
+        executed.cancel();
         drop(reports);
         let _ = shipper.await;
         if lease_lost.is_cancelled() {

@@ -29,35 +29,12 @@ impl Mirrors {
         if sha.is_empty() || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(format!("`{sha}` is not a commit id"));
         }
-        let name = blake3::hash(url.as_bytes()).to_hex()[..24].to_string();
-        let dir = self.root.join(format!("{name}.git"));
-        let lock = {
-            let mut locks = self.locks.lock().map_err(|_| "mirror lock poisoned")?;
-            Arc::clone(locks.entry(name).or_default())
-        };
+        let (dir, lock) = self.open(url).await?;
         let _guard = lock.lock().await;
-        if !dir.join("HEAD").exists() {
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|error| format!("{}: {error}", dir.display()))?;
-            git(&dir, &["init", "--quiet", "--bare"]).await?;
-        }
         if has_commit(&dir, sha).await {
             return Ok(dir);
         }
-        git(
-            &dir,
-            &[
-                "fetch",
-                "--quiet",
-                "--force",
-                "--prune",
-                url,
-                "+refs/heads/*:refs/heads/*",
-                "+refs/tags/*:refs/tags/*",
-            ],
-        )
-        .await?;
+        fetch_all(&dir, url).await?;
         if !has_commit(&dir, sha).await {
             // A commit no branch or tag points at (a pull request's head): ask for it.
             git(&dir, &["fetch", "--quiet", url, sha]).await?;
@@ -77,32 +54,9 @@ impl Mirrors {
         if reference.starts_with('-') {
             return Err(format!("`{reference}` is not a ref"));
         }
-        let name = blake3::hash(url.as_bytes()).to_hex()[..24].to_string();
-        let dir = self.root.join(format!("{name}.git"));
-        let lock = {
-            let mut locks = self.locks.lock().map_err(|_| "mirror lock poisoned")?;
-            Arc::clone(locks.entry(name).or_default())
-        };
+        let (dir, lock) = self.open(url).await?;
         let _guard = lock.lock().await;
-        if !dir.join("HEAD").exists() {
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|error| format!("{}: {error}", dir.display()))?;
-            git(&dir, &["init", "--quiet", "--bare"]).await?;
-        }
-        git(
-            &dir,
-            &[
-                "fetch",
-                "--quiet",
-                "--force",
-                "--prune",
-                url,
-                "+refs/heads/*:refs/heads/*",
-                "+refs/tags/*:refs/tags/*",
-            ],
-        )
-        .await?;
+        fetch_all(&dir, url).await?;
         git(
             &dir,
             &[
@@ -115,6 +69,46 @@ impl Mirrors {
         .await
         .map_err(|_| format!("`{reference}` is not a branch, tag or commit of {url}"))
     }
+}
+
+impl Mirrors {
+    /// The mirror folder of `url` (created empty when new) and the lock that serialises
+    /// the work on it.
+    async fn open(&self, url: &str) -> Result<(PathBuf, Arc<tokio::sync::Mutex<()>>), String> {
+        let name = blake3::hash(url.as_bytes()).to_hex()[..24].to_string();
+        let dir = self.root.join(format!("{name}.git"));
+        let lock = {
+            let mut locks = self.locks.lock().map_err(|_| "mirror lock poisoned")?;
+            Arc::clone(locks.entry(name).or_default())
+        };
+        {
+            let _guard = lock.lock().await;
+            if !dir.join("HEAD").exists() {
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(|error| format!("{}: {error}", dir.display()))?;
+                git(&dir, &["init", "--quiet", "--bare"]).await?;
+            }
+        }
+        Ok((dir, lock))
+    }
+}
+
+/// Every branch and tag of `url` into the mirror, moved and pruned as upstream has them.
+async fn fetch_all(dir: &Path, url: &str) -> Result<String, String> {
+    git(
+        dir,
+        &[
+            "fetch",
+            "--quiet",
+            "--force",
+            "--prune",
+            url,
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+    )
+    .await
 }
 
 async fn has_commit(dir: &Path, sha: &str) -> bool {

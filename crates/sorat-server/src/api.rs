@@ -148,6 +148,24 @@ pub async fn trigger(
     }
 }
 
+/// Run `id`, when the caller has `role` on its project (404 when there is no such run).
+async fn run_for(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    id: i64,
+    role: Role,
+) -> ApiResult<sorat_state::Run> {
+    let run = state
+        .store
+        .run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    caller
+        .require(&state.store, Some(&run.project), role)
+        .await?;
+    Ok(run)
+}
+
 /// The query of the runs list.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,14 +238,7 @@ pub async fn run(
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
-    let run = state
-        .store
-        .run(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
-    caller
-        .require(&state.store, Some(&run.project), Role::Viewer)
-        .await?;
+    let run = run_for(&state, &caller, id, Role::Viewer).await?;
     let mut jobs = Vec::new();
     for job in state.store.jobs(id).await? {
         let steps = state.store.steps(job.id).await?;
@@ -253,14 +264,7 @@ pub async fn run_jobs(
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
-    let run = state
-        .store
-        .run(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
-    caller
-        .require(&state.store, Some(&run.project), Role::Viewer)
-        .await?;
+    run_for(&state, &caller, id, Role::Viewer).await?;
     let jobs: Vec<Value> = state
         .store
         .jobs(id)
@@ -283,14 +287,7 @@ pub async fn run_artifacts(
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
-    let run = state
-        .store
-        .run(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
-    caller
-        .require(&state.store, Some(&run.project), Role::Viewer)
-        .await?;
+    run_for(&state, &caller, id, Role::Viewer).await?;
     let mut artifacts = Vec::new();
     for job in state.store.jobs(id).await? {
         let list = job
@@ -318,14 +315,7 @@ pub async fn cancel(
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
-    let run = state
-        .store
-        .run(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
-    caller
-        .require(&state.store, Some(&run.project), Role::Developer)
-        .await?;
+    let run = run_for(&state, &caller, id, Role::Developer).await?;
     let changed =
         dispatch::cancel_run(&state, id, &format!("cancelled by {}", caller.name)).await?;
     if !changed {
@@ -354,14 +344,7 @@ pub async fn rerun(
     Path(id): Path<i64>,
     body: Option<Json<Rerun>>,
 ) -> ApiResult<Response> {
-    let run = state
-        .store
-        .run(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
-    caller
-        .require(&state.store, Some(&run.project), Role::Developer)
-        .await?;
+    let run = run_for(&state, &caller, id, Role::Developer).await?;
     let body = body.map(|Json(body)| body).unwrap_or_default();
     if body.failed_only {
         let jobs = dispatch::rerun_failed(&state, id).await?;

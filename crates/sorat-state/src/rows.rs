@@ -16,6 +16,12 @@ pub(crate) const RUN_COLUMNS: &str = "r.id, p.name AS project, r.number, r.statu
     r.git_ref, r.sha, r.before_sha, r.title, r.actor, r.trigger_info, r.inputs, r.pipeline, \
     r.concurrency, r.reason, r.queued_at, r.started_at, r.finished_at";
 
+/// The columns of a `Run` in lists: the pipeline's text is left out (empty), as a list never
+/// shows it and it is the largest column by far.
+pub(crate) const RUN_LIST_COLUMNS: &str = "r.id, p.name AS project, r.number, r.status, r.event, \
+    r.git_ref, r.sha, r.before_sha, r.title, r.actor, r.trigger_info, r.inputs, \
+    CAST('' AS TEXT) AS pipeline, r.concurrency, r.reason, r.queued_at, r.started_at, r.finished_at";
+
 /// The columns of a `Job`.
 pub(crate) const JOB_COLUMNS: &str = "id, run_id, job_key, name, needs, runs_on, concurrency, \
     status, waiting, agent, attempt, max_attempts, lease_token, lease_until, outputs, record, \

@@ -28,7 +28,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use crate::key::{SecretKey, random_bytes};
-use crate::rows::{self, JOB_COLUMNS, PROJECT_COLUMNS, RUN_COLUMNS, TOKEN_COLUMNS, to_json};
+use crate::rows::{
+    self, JOB_COLUMNS, PROJECT_COLUMNS, RUN_COLUMNS, RUN_LIST_COLUMNS, TOKEN_COLUMNS, to_json,
+};
 use crate::types::{
     AgentInfo, AuditEntry, Backend, Job, JobOutcome, JobStatus, Lease, LogChunk, NewAudit, NewJob,
     NewProject, NewRun, NewToken, Project, Role, Run, RunFilter, RunStatus, SecretInfo, StepState,
@@ -492,9 +494,10 @@ impl Store {
 
     /// Runs, newest first, that pass the filter. `before` is a cursor (only runs with a
     /// smaller id: pass the last id of the previous page); the limit is clamped to 1..=500.
+    /// A list leaves each run's `pipeline` empty; [`Store::run`] has it.
     pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
         let mut sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN projects p ON p.id = r.project_id WHERE 1 = 1"
+            "SELECT {RUN_LIST_COLUMNS} FROM runs r JOIN projects p ON p.id = r.project_id WHERE 1 = 1"
         );
         let mut args = Vec::new();
         if let Some(project) = &filter.project {
