@@ -95,12 +95,21 @@ impl Agent {
                 path: path.clone(),
                 reason: error.to_string(),
             })?;
-            let certificate =
-                reqwest::Certificate::from_pem(&pem).map_err(|error| AgentError::CaCert {
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
+                AgentError::CaCert {
                     path: path.clone(),
                     reason: error.to_string(),
-                })?;
-            builder = builder.add_root_certificate(certificate);
+                }
+            })?;
+            if certificates.is_empty() {
+                return Err(AgentError::CaCert {
+                    path: path.clone(),
+                    reason: "it holds no PEM certificate".into(),
+                });
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
         }
         let client = builder.build()?;
         let mirrors = Arc::new(mirror::Mirrors::new(options.data_dir.join("repos")));
@@ -663,7 +672,8 @@ impl JobRunner {
             .collect();
         let artifacts = artifact_manifests(artifacts_dir.as_deref())
             .into_iter()
-            .filter(|artifact| !before.contains(artifact))
+            .filter(|found| is_instance_of(&found.0, &assignment.job) && !before.contains(found))
+            .map(|(_, artifact)| artifact)
             .collect();
         Finish {
             token: String::new(),
@@ -764,12 +774,23 @@ impl EventForwarder {
     }
 }
 
-/// The artifacts in a run's artifacts folder (their manifests `<name>.json`).
-fn artifact_manifests(dir: Option<&std::path::Path>) -> Vec<protocol::ArtifactReport> {
+/// Whether the engine's instance key `instance` (`build`, or `test-2` for a matrix
+/// instance) belongs to pipeline job `job`.
+fn is_instance_of(instance: &str, job: &str) -> bool {
+    instance == job
+        || instance
+            .strip_prefix(job)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The artifacts in a run's artifacts folder (their manifests `<name>.json`), with the
+/// instance that uploaded each.
+fn artifact_manifests(dir: Option<&std::path::Path>) -> Vec<(String, protocol::ArtifactReport)> {
     let Some(Ok(entries)) = dir.map(std::fs::read_dir) else {
         return Vec::new();
     };
-    let mut found: Vec<protocol::ArtifactReport> = entries
+    let mut found: Vec<(String, protocol::ArtifactReport)> = entries
         .filter_map(|entry| {
             let path = entry.ok()?.path();
             if path.extension()? != "json" {
@@ -778,14 +799,17 @@ fn artifact_manifests(dir: Option<&std::path::Path>) -> Vec<protocol::ArtifactRe
             let manifest: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
             let files = manifest["snapshot"]["files"].as_array()?;
-            Some(protocol::ArtifactReport {
-                name: manifest["name"].as_str()?.to_string(),
-                files: files.len() as u64,
-                bytes: files.iter().filter_map(|f| f["size"].as_u64()).sum(),
-            })
+            Some((
+                manifest["job"].as_str()?.to_string(),
+                protocol::ArtifactReport {
+                    name: manifest["name"].as_str()?.to_string(),
+                    files: files.len() as u64,
+                    bytes: files.iter().filter_map(|f| f["size"].as_u64()).sum(),
+                },
+            ))
         })
         .collect();
-    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     found
 }
 
@@ -815,5 +839,20 @@ fn json_to_value(value: &serde_json::Value) -> sorat_expr::Value {
                 .map(|(k, v)| (k.clone(), json_to_value(v)))
                 .collect(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_keys_belong_to_their_job_only() {
+        assert!(is_instance_of("build", "build"));
+        assert!(is_instance_of("test-2", "test"));
+        assert!(!is_instance_of("test-x", "test"));
+        assert!(!is_instance_of("test-", "test"));
+        assert!(!is_instance_of("build-linux", "build"));
+        assert!(!is_instance_of("builder", "build"));
     }
 }

@@ -48,6 +48,34 @@ impl Mirrors {
 }
 
 impl Mirrors {
+    /// Fetches `url` once and resolves the first of `candidates` that names a commit; its
+    /// index and the commit id.
+    pub async fn resolve_first(
+        &self,
+        url: &str,
+        candidates: &[String],
+    ) -> Result<(usize, String), String> {
+        if candidates
+            .iter()
+            .any(|candidate| candidate.starts_with('-'))
+        {
+            return Err("a ref cannot start with `-`".into());
+        }
+        let (dir, lock) = self.open(url).await?;
+        let _guard = lock.lock().await;
+        fetch_all(&dir, url).await?;
+        for (index, candidate) in candidates.iter().enumerate() {
+            let spec = format!("{candidate}^{{commit}}");
+            if let Ok(sha) = git(&dir, &["rev-parse", "--verify", "--quiet", &spec]).await {
+                return Ok((index, sha));
+            }
+        }
+        Err(format!(
+            "`{}` is not a branch, tag or commit of {url}",
+            candidates.last().map_or("", String::as_str)
+        ))
+    }
+
     /// Fetches `url` and resolves `reference` (a full ref, a branch, a tag or a commit) to a
     /// commit id.
     pub async fn resolve(&self, url: &str, reference: &str) -> Result<String, String> {

@@ -104,28 +104,20 @@ pub async fn trigger(
     let git_ref = if wanted.starts_with("refs/") {
         wanted.clone()
     } else {
-        let mut found = None;
-        for candidate in [
+        let candidates = [
             format!("refs/heads/{wanted}"),
             format!("refs/tags/{wanted}"),
-        ] {
-            if state
-                .mirrors
-                .resolve(&project.repo, &candidate)
-                .await
-                .is_ok()
-            {
-                found = Some(candidate);
-                break;
-            }
-        }
-        match found {
-            Some(git_ref) => git_ref,
-            None => state
-                .mirrors
-                .resolve(&project.repo, &wanted)
-                .await
-                .map_err(|error| ApiError::field("ref", error))?,
+            wanted.clone(),
+        ];
+        let (index, sha) = state
+            .mirrors
+            .resolve_first(&project.repo, &candidates)
+            .await
+            .map_err(|error| ApiError::field("ref", error))?;
+        if index == 2 {
+            sha
+        } else {
+            candidates[index].clone()
         }
     };
     let request = TriggerRequest {

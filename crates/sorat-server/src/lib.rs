@@ -267,6 +267,34 @@ impl Running {
 /// Opens the store, registers the projects, binds the address and starts serving.
 pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
     let config = options.config;
+    // The address and the certificate first: a start that fails on them changes nothing
+    // (no admin token is made that nobody was shown).
+    let listener =
+        std::net::TcpListener::bind(config.server.listen).map_err(|source| ServerError::Bind {
+            address: config.server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        address: config.server.listen,
+        source,
+    })?;
+    let tls = match &config.server.tls {
+        Some(tls) => {
+            // One crypto provider for the process (ring); a second call finds it set.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let loaded = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .map_err(|error| {
+                    ServerError::Setup(format!(
+                        "TLS: {} / {}: {error}",
+                        tls.cert.display(),
+                        tls.key.display()
+                    ))
+                })?;
+            Some(loaded)
+        }
+        None => None,
+    };
     let data = config.server.data.clone();
     std::fs::create_dir_all(&data).map_err(|source| ServerError::Data {
         path: data.clone(),
@@ -282,7 +310,6 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
         config.server.database.clone()
     };
     let store = Store::open(&database, key).await?;
-    let now_ms = now();
     let mut projects = IndexMap::new();
     for project in &config.projects {
         store
@@ -301,7 +328,6 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
     let local_agent_token = auth::local_agent_token(&store)
         .await
         .map_err(|error| ServerError::Setup(error.message))?;
-    let _ = now_ms;
     let (job_events, _) = broadcast::channel(1024);
     let state = Arc::new(AppState {
         store,
@@ -315,16 +341,6 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
         agents: Mutex::new(HashMap::new()),
         config,
     });
-    let listener = std::net::TcpListener::bind(state.config.server.listen).map_err(|source| {
-        ServerError::Bind {
-            address: state.config.server.listen,
-            source,
-        }
-    })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        address: state.config.server.listen,
-        source,
-    })?;
     let app = router(Arc::clone(&state));
     let handle = axum_server::Handle::new();
     if state.config.server.listen.port() == 0 {
@@ -338,19 +354,8 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
     } else {
         "http"
     };
-    let http = match &state.config.server.tls {
-        Some(tls) => {
-            // One crypto provider for the process (ring); a second call finds it set.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                .await
-                .map_err(|error| {
-                    ServerError::Setup(format!(
-                        "TLS: {} / {}: {error}",
-                        tls.cert.display(),
-                        tls.key.display()
-                    ))
-                })?;
+    let http = match tls {
+        Some(config) => {
             let server = axum_server::from_tcp_rustls(listener, config).handle(handle.clone());
             tokio::spawn(
                 server.serve(

@@ -102,9 +102,14 @@ fn http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder();
     if let Some(path) = ca_cert {
         let pem = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
-        let certificate = reqwest::Certificate::from_pem(&pem)
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|error| format!("{}: not a PEM certificate: {error}", path.display()))?;
-        builder = builder.add_root_certificate(certificate);
+        if certificates.is_empty() {
+            return Err(format!("{}: it holds no PEM certificate", path.display()));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
     }
     builder.build().map_err(|error| error.to_string())
 }
