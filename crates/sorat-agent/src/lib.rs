@@ -15,6 +15,7 @@
 
 pub mod mirror;
 pub mod protocol;
+pub mod publish;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -152,10 +153,14 @@ impl Agent {
                 }
                 continue;
             }
-            let claimed = tokio::select! {
-                result = self.claim() => result,
-                () = self.stop_claiming.cancelled() => break,
-            };
+            // A claim in flight is seen through even when stopping: the server may already
+            // have given this agent the job (a server that is stopping answers at once).
+            let claimed = self.claim().await;
+            if self.stop_claiming.is_cancelled()
+                && let Ok(None) = claimed
+            {
+                break;
+            }
             match claimed {
                 Ok(Some(assignment)) => {
                     backoff = Duration::from_millis(100);
@@ -618,6 +623,11 @@ impl JobRunner {
                     ))
                     .join("artifacts"),
             ),
+            publisher: Some(Arc::new(publish::HttpPublisher {
+                server: self.options.server.clone(),
+                token: self.options.token.clone(),
+                client: self.client.clone(),
+            })),
         };
         let artifacts_dir = request.artifacts_dir.clone();
         let before = artifact_manifests(artifacts_dir.as_deref());

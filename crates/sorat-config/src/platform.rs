@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub local_agent: LocalAgentConfig,
     /// `tls`: serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<TlsConfig>,
+    /// `artifacts`: where the artifact repository keeps blobs and manifests: a folder
+    /// (default `<data>/artifacts`) or an S3-compatible URL (`s3://bucket/prefix`).
+    pub artifacts: Option<String>,
 }
 
 /// `server.tls`.
@@ -172,6 +175,7 @@ fn unreachable_default() -> PlatformConfig {
                 labels: Vec::new(),
             },
             tls: None,
+            artifacts: None,
         },
         projects: Vec::new(),
     }
@@ -356,6 +360,26 @@ impl Loader<'_> {
             Some(node) => self.tls(node),
             None => None,
         };
+        let artifacts = match reader.get("artifacts") {
+            Some(node) => {
+                let text = expect_text(file, node, "`server.artifacts`", self.diagnostics)?;
+                if text.contains("://")
+                    && !text.starts_with("s3://")
+                    && !text.starts_with("memory://")
+                {
+                    self.error(
+                        node.span,
+                        format!("`server.artifacts` must be a folder or an `s3://bucket/prefix` URL, found `{text}`"),
+                    );
+                    None
+                } else if text.contains("://") {
+                    Some(text.to_string())
+                } else {
+                    Some(self.base.join(text).to_string_lossy().into_owned())
+                }
+            }
+            None => None,
+        };
         reader.finish(self.diagnostics);
         Some(ServerConfig {
             local_agent: local_agent?,
@@ -371,6 +395,7 @@ impl Loader<'_> {
             shutdown_grace,
             max_body,
             tls,
+            artifacts,
         })
     }
 

@@ -462,16 +462,19 @@ pub enum Builtin {
     DownloadArtifact,
     /// Read JUnit XML reports into the run's test results.
     Junit,
+    /// Publish files to the artifact repository as `name@version` (signed, immutable).
+    PublishArtifact,
 }
 
 impl Builtin {
     /// Every built-in with its canonical name.
-    pub const ALL: [(Builtin, &'static str); 5] = [
+    pub const ALL: [(Builtin, &'static str); 6] = [
         (Builtin::Checkout, "checkout"),
         (Builtin::Cache, "cache"),
         (Builtin::UploadArtifact, "upload-artifact"),
         (Builtin::DownloadArtifact, "download-artifact"),
         (Builtin::Junit, "junit"),
+        (Builtin::PublishArtifact, "publish-artifact"),
     ];
 
     /// The canonical name.
@@ -544,6 +547,12 @@ impl Builtin {
                 ("fail-on-failure", false),
                 ("if-no-files-found", false),
             ],
+            Builtin::PublishArtifact => &[
+                ("name", true),
+                ("path", true),
+                ("version", false),
+                ("moving", false),
+            ],
         }
     }
 
@@ -564,7 +573,7 @@ impl Builtin {
             Builtin::Cache => &["enableCrossOsArchive", "save-always"],
             Builtin::UploadArtifact => &["retention-days", "compression-level"],
             Builtin::DownloadArtifact => &["github-token", "repository", "run-id"],
-            Builtin::Junit => &[],
+            Builtin::Junit | Builtin::PublishArtifact => &[],
         }
     }
 }

@@ -73,6 +73,7 @@ async fn run_test_job(given: IndexMap<String, GivenJob>) -> sorat_pipeline::reco
             server_url: "http://127.0.0.1:1".into(),
         }),
         artifacts_dir: None,
+        publisher: None,
     };
     let (events, _receiver) = tokio::sync::mpsc::unbounded_channel();
     let cancel = Cancel {

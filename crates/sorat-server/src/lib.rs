@@ -12,6 +12,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod artifacts;
 pub mod auth;
 pub mod dispatch;
 pub mod error;
@@ -88,6 +89,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// For commit statuses.
     pub http: reqwest::Client,
+    /// The artifact repository.
+    pub artifacts: sorat_artifacts::ArtifactStore,
     agents: Mutex<HashMap<String, OnlineAgent>>,
 }
 
@@ -328,6 +331,16 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
     let local_agent_token = auth::local_agent_token(&store)
         .await
         .map_err(|error| ServerError::Setup(error.message))?;
+    let storage = match &config.server.artifacts {
+        Some(url) if url.contains("://") => {
+            sorat_artifacts::StorageConfig::ObjectStore { url: url.clone() }
+        }
+        Some(folder) => sorat_artifacts::StorageConfig::Local(PathBuf::from(folder)),
+        None => sorat_artifacts::StorageConfig::Local(data.join("artifacts")),
+    };
+    let artifacts = sorat_artifacts::ArtifactStore::open(storage, &data.join("artifacts.key"))
+        .await
+        .map_err(|error| ServerError::Setup(format!("artifact repository: {error}")))?;
     let (job_events, _) = broadcast::channel(1024);
     let state = Arc::new(AppState {
         store,
@@ -338,6 +351,7 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
         shutting_down: CancellationToken::new(),
         metrics: metrics::Metrics::new(),
         http: reqwest::Client::new(),
+        artifacts,
         agents: Mutex::new(HashMap::new()),
         config,
     });
@@ -457,6 +471,26 @@ fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(api::revoke_token),
         )
         .route("/api/v1/agents", get(api::agents))
+        .route(
+            "/api/v1/artifacts",
+            get(artifacts::list).post(artifacts::publish),
+        )
+        .route("/api/v1/artifacts/key", get(artifacts::key))
+        .route("/api/v1/artifacts/gc", post(artifacts::gc))
+        .route("/api/v1/artifacts/blobs/missing", post(artifacts::missing))
+        .route("/api/v1/artifacts/{name}/{version}", get(artifacts::get))
+        .route(
+            "/api/v1/artifacts/{name}/{version}/files/{*path}",
+            get(artifacts::file),
+        )
+        .route(
+            "/api/v1/artifacts/{name}/{version}/verify",
+            post(artifacts::verify),
+        )
+        .route(
+            "/api/v1/artifacts/{name}/{version}/pin",
+            put(artifacts::pin),
+        )
         .route("/api/v1/audit", get(api::audit))
         .merge(agent);
     let mut public = Router::new()
@@ -472,9 +506,20 @@ fn router(state: Arc<AppState>) -> Router {
         Arc::clone(&state),
         auth::require_token,
     ));
+    // Blobs are as large as artifacts are: their upload has its own limit, not `max_body`.
+    let blobs = Router::new()
+        .route(
+            "/api/v1/artifacts/blobs/{digest}",
+            get(artifacts::get_blob).put(artifacts::put_blob),
+        )
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_token,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BLOB));
     public
         .merge(authenticated)
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), audit))
         // Inside the JSON errors, so that a 413 answers in the API's error shape.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             state.config.server.max_body,
@@ -483,6 +528,8 @@ fn router(state: Arc<AppState>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.server.max_body,
         ))
+        .merge(blobs)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), audit))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -490,6 +537,9 @@ fn router(state: Arc<AppState>) -> Router {
         ))
         .with_state(state)
 }
+
+/// The largest blob an upload may carry (16 GiB).
+const MAX_BLOB: usize = 16 << 30;
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     match state.store.count_runs_by_status().await {

@@ -3,6 +3,7 @@
 //! No domain logic lives here: each command reads its arguments, calls a library, and turns
 //! the result into output and an exit code (0 success, 1 the work failed, 2 invalid input).
 
+mod artifacts;
 mod diagnostics;
 mod expr;
 mod reaper;
@@ -55,6 +56,11 @@ enum Command {
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
+    },
+    /// The artifact repository of a server: list, download, verify.
+    Artifacts {
+        #[command(subcommand)]
+        command: artifacts::ArtifactsCommand,
     },
     /// (internal) Kills the process groups of a process that died; see `reaper.rs`.
     #[command(name = "__reap", hide = true)]
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
             command: ExprCommand::Test { files, verbose },
         } => expr::test(&files, verbose),
         Command::Reap => reaper::reap(),
+        Command::Artifacts { command } => artifacts::command(command),
         Command::Up(args) => server::up(args),
         Command::Agent(args) => server::agent(args),
         Command::Trigger(args) => server::trigger(args),

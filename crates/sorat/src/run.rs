@@ -340,6 +340,9 @@ pub(crate) fn run(args: RunArgs) -> u8 {
         || std::thread::available_parallelism().map_or(2, |n| n.get()),
         usize::from,
     );
+    let publisher = std::sync::Arc::new(crate::artifacts::LocalPublisher {
+        data: data_dir.clone(),
+    });
     let request = RunRequest {
         pipeline: Arc::new(pipeline),
         repo,
@@ -356,6 +359,7 @@ pub(crate) fn run(args: RunArgs) -> u8 {
         given: IndexMap::new(),
         identity: None,
         artifacts_dir: None,
+        publisher: Some(publisher),
     };
     let mode = if args.output == "json" {
         OutputMode::Json

@@ -196,7 +196,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -343,21 +343,18 @@ async fn serve(config: PlatformConfig) -> u8 {
         sorat_config::duration::format_duration(grace)
     );
     running.stop_claims();
-    if let Some((stopper, task)) = agent {
+    if let Some((stopper, mut task)) = agent {
         stopper.stop_claiming();
-        let deadline = Instant::now() + grace;
-        while stopper.running() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if stopper.running() > 0 {
+        // The agent ends when its jobs have ended (and a claim in flight was answered).
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
             eprintln!(
                 "stopping: killing {} job(s) still running",
                 stopper.running()
             );
             stopper.kill_jobs();
+            // The killed jobs report their end before the server goes.
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
         }
-        // The killed jobs report their end before the server goes.
-        let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
     }
     running.shutdown().await;
     eprintln!("stopped");
@@ -424,30 +421,26 @@ pub(crate) fn agent(args: AgentArgs) -> u8 {
             () = wait_for_signal() => {}
         }
         stopper.stop_claiming();
-        let deadline = Instant::now() + args.grace;
-        while stopper.running() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if stopper.running() > 0 {
+        if tokio::time::timeout(args.grace, &mut task).await.is_err() {
             stopper.kill_jobs();
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
         exit::SUCCESS
     })
 }
 
 /// A client of the server's API.
-struct Client {
-    base: String,
-    token: String,
-    http: reqwest::Client,
+pub(crate) struct Client {
+    pub(crate) base: String,
+    pub(crate) token: String,
+    pub(crate) http: reqwest::Client,
 }
 
 /// An answer that is not a success: the message, and the exit code it means.
-struct Failed(String, u8);
+pub(crate) struct Failed(pub(crate) String, pub(crate) u8);
 
 impl Client {
-    fn new(args: &ClientArgs) -> Result<Client, Failed> {
+    pub(crate) fn new(args: &ClientArgs) -> Result<Client, Failed> {
         let token = match &args.token {
             Some(token) => token.clone(),
             None => std::fs::read_to_string(".sorat/admin-token")
@@ -467,7 +460,7 @@ impl Client {
         })
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -514,7 +507,7 @@ impl Client {
     }
 }
 
-fn finish(result: Result<u8, Failed>) -> u8 {
+pub(crate) fn finish(result: Result<u8, Failed>) -> u8 {
     match result {
         Ok(code) => code,
         Err(Failed(message, code)) => {

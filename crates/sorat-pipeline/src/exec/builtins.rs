@@ -1,4 +1,5 @@
-//! The built-in steps: `checkout`, `cache`, `upload-artifact`, `download-artifact`, `junit`.
+//! The built-in steps: `checkout`, `cache`, `upload-artifact`, `download-artifact`, `junit`,
+//! `publish-artifact`.
 //!
 //! Each answers under its own name and under the GitHub action it stands in for, with that
 //! action's common inputs. File work runs on blocking threads; the step's log tells what was
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::job::{JobRun, StepOutcome};
 use super::log::LogWriter;
+use super::{PublishFiles, PublishOrigin};
 use crate::cas::{Snapshot, relative_slash};
 use crate::events::RunEvent;
 use crate::git;
@@ -113,6 +115,7 @@ pub(crate) async fn run(
         Builtin::UploadArtifact => upload_artifact(run, &inputs, log).await,
         Builtin::DownloadArtifact => download_artifact(run, &inputs, log).await,
         Builtin::Junit => junit_report(run, &inputs, log).await,
+        Builtin::PublishArtifact => publish_artifact(run, &inputs, log).await,
     };
     if outcome.status == Status::Success {
         note(
@@ -1056,4 +1059,105 @@ pub(crate) fn hash_files(workspace: &Path, patterns: &[String]) -> Result<String
         hasher.update(hash.as_bytes());
     }
     Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// `publish-artifact`: the matched files become `name@version` in the artifact repository
+/// (default version: the first 12 characters of the commit).
+async fn publish_artifact(
+    run: &mut JobRun<'_>,
+    inputs: &IndexMap<String, String>,
+    log: &Arc<Mutex<LogWriter>>,
+) -> BuiltinOutcome {
+    let Some(publisher) = run.shared.request.publisher.clone() else {
+        return BuiltinOutcome::failure(
+            "this run has no artifact repository to publish to (runs on a Sorat server and `sorat run` have one)",
+        );
+    };
+    let name = inputs
+        .get("name")
+        .map_or("", |name| name.trim())
+        .to_string();
+    if name.is_empty() {
+        return BuiltinOutcome::failure("`name` is empty");
+    }
+    let patterns = lines_of(inputs.get("path").map_or("", String::as_str));
+    if patterns.is_empty() {
+        return BuiltinOutcome::failure("`path` lists no path");
+    }
+    let commit = run.shared.request.repo.sha.clone();
+    let version = inputs
+        .get("version")
+        .map(|version| version.trim().to_string())
+        .filter(|version| !version.is_empty())
+        .unwrap_or_else(|| commit.chars().take(12).collect());
+    let moving = inputs.get("moving").is_some_and(|value| value == "true");
+    let workspace = run.workspace.clone();
+    let found = blocking(move || -> Result<Vec<(String, PathBuf, u32)>, String> {
+        let files = match_globs(&workspace, &patterns)?;
+        let root = artifact_root(&workspace, &patterns);
+        Ok(files
+            .into_iter()
+            .filter_map(|path| {
+                let mode = std::os::unix::fs::PermissionsExt::mode(
+                    &std::fs::metadata(&path).ok()?.permissions(),
+                );
+                Some((relative_slash(&root, &path), path, mode))
+            })
+            .collect())
+    })
+    .await;
+    let files = match found {
+        Ok(Ok(files)) => files,
+        Ok(Err(message)) | Err(message) => return BuiltinOutcome::failure(message),
+    };
+    if files.is_empty() {
+        return BuiltinOutcome::failure(format!(
+            "no files matched the `path` of artifact `{name}`"
+        ));
+    }
+    let identity = run.shared.request.identity.clone().unwrap_or_default();
+    let origin = PublishOrigin {
+        project: run.shared.request.repo.name.clone(),
+        commit,
+        git_ref: run.shared.request.repo.git_ref.clone(),
+        run: if identity.run_id > 0 {
+            identity.run_id
+        } else {
+            run.shared.run_id
+        },
+        job: run.key.0.clone(),
+    };
+    let count = files.len();
+    let request = PublishFiles {
+        name: name.clone(),
+        version: version.clone(),
+        moving,
+        files,
+        origin,
+    };
+    match publisher.publish(request).await {
+        Ok(published) => {
+            note(
+                log,
+                &format!(
+                    "sorat: published `{name}@{version}`: {count} files ({}), {}{}",
+                    human_bytes(published.size),
+                    published.digest,
+                    if published.created {
+                        ""
+                    } else {
+                        " (already published with the same content)"
+                    }
+                ),
+            );
+            BuiltinOutcome::success(outputs([
+                ("name", name),
+                ("version", version),
+                ("digest", published.digest),
+            ]))
+        }
+        Err(message) => {
+            BuiltinOutcome::failure(format!("publishing `{name}@{version}`: {message}"))
+        }
+    }
 }

@@ -76,6 +76,62 @@ pub struct RunRequest {
     /// run whose jobs an agent runs one by one (each in a run folder of its own) points every
     /// job at the same folder, so a job finds what the jobs it needs uploaded.
     pub artifacts_dir: Option<PathBuf>,
+    /// Where `publish-artifact` publishes: the server's artifact repository for an agent,
+    /// a local one for `sorat run`; `None`: the step fails and says so.
+    pub publisher: Option<Arc<dyn ArtifactPublisher>>,
+}
+
+/// What `publish-artifact` asks the artifact repository to publish.
+#[derive(Clone, Debug)]
+pub struct PublishFiles {
+    /// The artifact's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// A moving version (`latest`), which a later publish may replace.
+    pub moving: bool,
+    /// The files: path inside the artifact (`/`-separated), path on disk, mode.
+    pub files: Vec<(String, PathBuf, u32)>,
+    /// Where it comes from.
+    pub origin: PublishOrigin,
+}
+
+/// The run a publish comes from.
+#[derive(Clone, Debug, Default)]
+pub struct PublishOrigin {
+    /// The project (the repository's name locally).
+    pub project: String,
+    /// The commit.
+    pub commit: String,
+    /// The ref.
+    pub git_ref: String,
+    /// The run's id.
+    pub run: u64,
+    /// The job instance.
+    pub job: String,
+}
+
+/// The published artifact, as the step reports it.
+#[derive(Clone, Debug)]
+pub struct PublishedArtifact {
+    /// The digest of its signed manifest (`sha256:…`).
+    pub digest: String,
+    /// Whether it is new (false: the same content was already published as this version).
+    pub created: bool,
+    /// Its total size in bytes.
+    pub size: u64,
+}
+
+/// An artifact repository the engine can publish to. The engine knows nothing of how: the
+/// binary gives `sorat run` a local repository, the agent one that uploads to its server.
+pub trait ArtifactPublisher: Send + Sync + std::fmt::Debug {
+    /// Publishes the files; an error is the step's failure reason.
+    fn publish(
+        &self,
+        request: PublishFiles,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<PublishedArtifact, String>> + Send>,
+    >;
 }
 
 /// A job that ended before this part of the run: its conclusion and outputs.

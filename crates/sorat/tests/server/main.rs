@@ -12,6 +12,7 @@
 
 mod agents;
 mod api;
+mod artifacts;
 mod hooks;
 mod quickstart;
 mod support;

@@ -1,0 +1,170 @@
+//! `publish-artifact` on an agent: the files go to the server's artifact repository. Each
+//! file is hashed (SHA-256) here; the server says which blobs it lacks; those are uploaded
+//! (streamed from disk, checked against their digest by the server); then the manifest is
+//! published, and the server signs it.
+
+use std::future::Future;
+use std::io::Read;
+use std::path::Path;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use sorat_pipeline::exec::{ArtifactPublisher, PublishFiles, PublishedArtifact};
+
+/// Publishes through the server's API with the agent's token.
+#[derive(Clone, Debug)]
+pub struct HttpPublisher {
+    /// The server's base URL.
+    pub server: String,
+    /// The agent token.
+    pub token: String,
+    /// The client.
+    pub client: reqwest::Client,
+}
+
+/// `sha256:<hex>` of a file, read in blocks.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+impl HttpPublisher {
+    async fn answer(response: reqwest::Response) -> Result<Value, String> {
+        let status = response.status();
+        let text = response.text().await.map_err(|error| error.to_string())?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let message = value["error"]["message"]
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_string);
+            Err(format!("HTTP {}: {message}", status.as_u16()))
+        }
+    }
+
+    async fn publish_files(&self, request: PublishFiles) -> Result<PublishedArtifact, String> {
+        let mut files = Vec::new();
+        for (path, disk, mode) in &request.files {
+            let disk = disk.clone();
+            let digest = tokio::task::spawn_blocking(move || sha256_file(&disk))
+                .await
+                .map_err(|error| error.to_string())?
+                .map_err(|error| format!("{path}: {error}"))?;
+            let size = std::fs::metadata(path_on_disk(&request, path))
+                .map_err(|error| format!("{path}: {error}"))?
+                .len();
+            files.push((path.clone(), digest, size, *mode));
+        }
+        let digests: Vec<&str> = files
+            .iter()
+            .map(|(_, digest, _, _)| digest.as_str())
+            .collect();
+        let missing = Self::answer(
+            self.client
+                .post(format!("{}/api/v1/artifacts/blobs/missing", self.server))
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_secs(60))
+                .json(&json!({ "digests": digests }))
+                .send()
+                .await
+                .map_err(|error| error.to_string())?,
+        )
+        .await?;
+        let missing: Vec<String> = missing["missing"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|d| d.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (path, digest, _, _) in &files {
+            if !missing.contains(digest) {
+                continue;
+            }
+            let file = tokio::fs::File::open(path_on_disk(&request, path))
+                .await
+                .map_err(|error| format!("{path}: {error}"))?;
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+            Self::answer(
+                self.client
+                    .put(format!("{}/api/v1/artifacts/blobs/{digest}", self.server))
+                    .bearer_auth(&self.token)
+                    .timeout(Duration::from_secs(3600))
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|error| format!("uploading {path}: {error}"))?,
+            )
+            .await
+            .map_err(|error| format!("uploading {path}: {error}"))?;
+        }
+        let origin = &request.origin;
+        let body = json!({
+            "name": request.name,
+            "version": request.version,
+            "moving": request.moving,
+            "files": files.iter().map(|(path, digest, size, mode)| json!({
+                "path": path, "digest": digest, "size": size, "mode": mode,
+            })).collect::<Vec<_>>(),
+            "attachments": [],
+            "metadata": {
+                "project": origin.project,
+                "commit": origin.commit,
+                "git_ref": origin.git_ref,
+                "run": origin.run,
+                "job": origin.job,
+                "publisher": null,
+            },
+        });
+        let published = Self::answer(
+            self.client
+                .post(format!("{}/api/v1/artifacts", self.server))
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_secs(60))
+                .json(&body)
+                .send()
+                .await
+                .map_err(|error| error.to_string())?,
+        )
+        .await?;
+        Ok(PublishedArtifact {
+            digest: published["artifact"]["digest"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            created: published["created"].as_bool().unwrap_or(true),
+            size: published["artifact"]["size"].as_u64().unwrap_or(0),
+        })
+    }
+}
+
+fn path_on_disk<'a>(request: &'a PublishFiles, path: &str) -> &'a Path {
+    request
+        .files
+        .iter()
+        .find(|(name, _, _)| name == path)
+        .map_or(Path::new(""), |(_, disk, _)| disk.as_path())
+}
+
+impl ArtifactPublisher for HttpPublisher {
+    fn publish(
+        &self,
+        request: PublishFiles,
+    ) -> Pin<Box<dyn Future<Output = Result<PublishedArtifact, String>> + Send>> {
+        let publisher = self.clone();
+        Box::pin(async move { publisher.publish_files(request).await })
+    }
+}
