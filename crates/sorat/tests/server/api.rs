@@ -672,7 +672,13 @@ fn the_first_start_shows_an_admin_token_once_and_keeps_it_private() {
             & 0o777,
         0o600
     );
-    let printed = std::fs::read_to_string(&log).unwrap();
+    // The server answers before `sorat up` has printed its banner: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut printed = std::fs::read_to_string(&log).unwrap();
+    while !printed.contains("admin token") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        printed = std::fs::read_to_string(&log).unwrap();
+    }
     assert_eq!(printed.matches(&token).count(), 1, "{printed}");
 
     // The CLI makes tokens with it (read from .sorat/admin-token when not given).

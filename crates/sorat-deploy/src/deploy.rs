@@ -1,0 +1,713 @@
+//! Deploying a release to an environment's hosts, and rolling back.
+//!
+//! A deploy prepares the release on every host first (nothing runs it yet), then goes batch
+//! by batch: switch `current`, restart the service, wait for its health check. When a batch
+//! fails, every host switched so far (the failed batch included) goes back to the release it
+//! ran before, so no host is left on a third version; the [`DeployReport`] says per host what
+//! happened, why, and how long each phase took.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::sync::{Mutex, mpsc, watch};
+
+use crate::health::{HealthCheck, ProbeTarget, wait_healthy};
+use crate::release::{Host, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseStatus};
+use crate::service::{
+    RestartPolicy, ServiceLine, ServiceSpec, ServiceState, StopOutcome, Supervisor,
+};
+
+/// How an environment's service runs.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// The command, run with `sh -c` in the host's `current` folder.
+    pub command: String,
+    /// Its environment variables (besides `PORT` and `SORAT_RELEASE`).
+    pub env: Vec<(String, String)>,
+    /// Its restart policy.
+    pub restart: RestartPolicy,
+    /// How long it may take to stop after SIGTERM before SIGKILL.
+    pub stop_grace: Duration,
+}
+
+/// An environment: its name, its service, its health check and its retention.
+#[derive(Clone, Debug)]
+pub struct Environment {
+    /// The environment's name (`staging`).
+    pub name: String,
+    /// Its service.
+    pub service: ServiceConfig,
+    /// The check that says a host's service is up.
+    pub health: HealthCheck,
+    /// How many releases each host keeps after a successful deploy (the previous one, which a
+    /// rollback needs, is always kept).
+    pub keep_releases: usize,
+}
+
+/// A host of an environment together with its port and the service running on it.
+#[derive(Debug)]
+pub struct Target {
+    host: Host,
+    port: u16,
+    lines: Option<mpsc::Sender<ServiceLine>>,
+    service: Mutex<Option<Supervisor>>,
+}
+
+impl Target {
+    /// A target for `host`, whose service listens on `port`.
+    pub fn new(host: Host, port: u16) -> Target {
+        Target {
+            host,
+            port,
+            lines: None,
+            service: Mutex::new(None),
+        }
+    }
+
+    /// Sends the service's output lines to `lines`.
+    pub fn with_lines(mut self, lines: mpsc::Sender<ServiceLine>) -> Target {
+        self.lines = Some(lines);
+        self
+    }
+
+    /// The host.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The service's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The service's state, when one is supervised.
+    pub async fn service_state(&self) -> Option<ServiceState> {
+        self.service.lock().await.as_ref().map(Supervisor::state)
+    }
+
+    /// A receiver of the service's states, when one is supervised.
+    pub async fn service_watch(&self) -> Option<watch::Receiver<ServiceState>> {
+        self.service.lock().await.as_ref().map(Supervisor::watch)
+    }
+
+    /// (Re)starts the service of the current release, e.g. when Sorat itself starts; returns
+    /// the release it runs, or `None` when the host has no current release.
+    pub async fn start(&self, env: &Environment) -> Result<Option<u32>, DeployError> {
+        let host = self.host.clone();
+        let current = blocking(move || host.current()).await?;
+        match current {
+            Some(number) => {
+                self.restart(env, number).await;
+                Ok(Some(number))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Stops the service (SIGTERM, then SIGKILL after `grace`).
+    pub async fn stop(&self, grace: Duration) -> StopOutcome {
+        match self.service.lock().await.take() {
+            Some(supervisor) => supervisor.stop(grace).await,
+            None => StopOutcome::NotRunning,
+        }
+    }
+
+    /// Stops the old service and starts `release`'s; returns a receiver of its states.
+    async fn restart(&self, env: &Environment, release: u32) -> watch::Receiver<ServiceState> {
+        let mut slot = self.service.lock().await;
+        if let Some(old) = slot.take() {
+            old.stop(env.service.stop_grace).await;
+        }
+        let spec = ServiceSpec {
+            host: self.host.name().to_owned(),
+            release,
+            command: env.service.command.clone(),
+            working_dir: self.host.current_path(),
+            port: self.port,
+            env: env.service.env.clone(),
+            restart: env.service.restart.clone(),
+        };
+        let supervisor = Supervisor::start(spec, self.lines.clone());
+        let states = supervisor.watch();
+        *slot = Some(supervisor);
+        states
+    }
+}
+
+/// The release to deploy: its number in the environment, what it is, and its files.
+#[derive(Clone, Debug)]
+pub struct ReleaseSpec {
+    /// Its number (above every number used on the hosts; see [`next_release_number`]).
+    pub number: u32,
+    /// What it is (artifact, digest, who).
+    pub meta: ReleaseMeta,
+    /// Its files.
+    pub files: Vec<ReleaseFile>,
+}
+
+/// How hosts are taken to the new release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// `batch` hosts at a time; the next batch starts when the previous one is healthy.
+    Rolling {
+        /// Hosts per batch (0 is taken as 1).
+        batch: usize,
+    },
+    /// Every host at once (rolling with one batch of all).
+    AllAtOnce,
+}
+
+/// A phase of a host's deploy or rollback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Copying and verifying the release's files.
+    Prepare,
+    /// Switching `current`.
+    Switch,
+    /// Stopping the old service and starting the new one (not its start-up).
+    Restart,
+    /// Waiting for the health check (the service's start-up included).
+    Health,
+    /// Switching `current` back.
+    RollbackSwitch,
+    /// Restarting the service on the old release.
+    RollbackRestart,
+    /// Waiting for the old release's health check.
+    RollbackHealth,
+}
+
+/// How long a phase took on a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// The phase.
+    pub phase: Phase,
+    /// Its duration.
+    pub duration: Duration,
+}
+
+/// What happened on one host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostOutcome {
+    /// It runs the new release, healthy.
+    Deployed,
+    /// Preparing the release failed; it was not switched.
+    PrepareFailed,
+    /// It was not switched (the deploy stopped before its batch).
+    NotSwitched,
+    /// It was switched, failed, and was taken back to its previous release.
+    FailedRolledBack,
+    /// It was switched and healthy, and was taken back because another host failed.
+    RolledBack,
+    /// It was taken back, but the rollback failed too (see the error).
+    RollbackFailed,
+}
+
+/// What happened on one host, why, and how long it took.
+#[derive(Clone, Debug)]
+pub struct HostReport {
+    /// The host's name.
+    pub host: String,
+    /// The release it ran before.
+    pub previous: Option<u32>,
+    /// The release it runs now (as `current` says).
+    pub current: Option<u32>,
+    /// What happened.
+    pub outcome: HostOutcome,
+    /// Why it failed, when it did (the deploy's failure, then the rollback's).
+    pub errors: Vec<String>,
+    /// How long each phase took.
+    pub timings: Vec<Timing>,
+    /// What pruning old releases did not do, when it refused or failed.
+    pub prune_note: Option<String>,
+}
+
+impl HostReport {
+    fn new(host: &Host, previous: Option<u32>) -> HostReport {
+        HostReport {
+            host: host.name().to_owned(),
+            previous,
+            current: previous,
+            outcome: HostOutcome::NotSwitched,
+            errors: Vec::new(),
+            timings: Vec::new(),
+            prune_note: None,
+        }
+    }
+
+    /// How long `phase` took, if it ran.
+    pub fn timing(&self, phase: Phase) -> Option<Duration> {
+        self.timings
+            .iter()
+            .find(|timing| timing.phase == phase)
+            .map(|timing| timing.duration)
+    }
+
+    fn time(&mut self, phase: Phase, since: Instant) {
+        self.timings.push(Timing {
+            phase,
+            duration: since.elapsed(),
+        });
+    }
+}
+
+/// How a deploy or rollback ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every host runs the release, healthy.
+    Succeeded,
+    /// It failed before any host was switched.
+    Aborted {
+        /// Why.
+        reason: String,
+    },
+    /// It failed; every switched host was taken back to its previous release.
+    RolledBack {
+        /// Why it failed.
+        reason: String,
+    },
+    /// It failed, and taking some host back failed too (see the hosts' errors).
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a deploy or rollback did.
+#[derive(Clone, Debug)]
+pub struct DeployReport {
+    /// The environment.
+    pub environment: String,
+    /// The release deployed, or the one asked for by a rollback (`None`: each host's previous).
+    pub release: Option<u32>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Per host, in the order given.
+    pub hosts: Vec<HostReport>,
+    /// How long it took in all.
+    pub elapsed: Duration,
+}
+
+/// Why a rollback was refused, or a host could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeployError {
+    /// A host's releases could not be read or changed.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// A host has no current release to roll back from.
+    #[error("host {host} has no current release; nothing to roll back")]
+    NothingDeployed {
+        /// The host.
+        host: String,
+    },
+    /// A host has no release before its current one.
+    #[error("host {host} has no release before {current} to roll back to")]
+    NoPrevious {
+        /// The host.
+        host: String,
+        /// Its current release.
+        current: u32,
+    },
+    /// The release asked for does not exist on a host (pruned, or never deployed there).
+    #[error(
+        "cannot roll back host {host} to release {number}: it does not exist there (present: {present:?})"
+    )]
+    MissingRelease {
+        /// The host.
+        host: String,
+        /// The release asked for.
+        number: u32,
+        /// The releases the host has.
+        present: Vec<u32>,
+    },
+    /// A blocking file task was lost.
+    #[error("a file task failed: {0}")]
+    Task(String),
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ReleaseError> + Send + 'static,
+) -> Result<T, DeployError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| DeployError::Task(error.to_string()))?
+        .map_err(DeployError::from)
+}
+
+/// The next release number for these hosts: one above the highest used on any of them.
+pub fn next_release_number(targets: &[Target]) -> Result<u32, ReleaseError> {
+    let mut highest = 0;
+    for target in targets {
+        highest = highest.max(target.host.last_number()?);
+    }
+    Ok(highest + 1)
+}
+
+/// Deploys `release` to `targets` by `strategy`. Never panics on a host's failure: the report
+/// says what happened on each host.
+pub async fn deploy(
+    env: &Environment,
+    targets: &[Target],
+    release: &ReleaseSpec,
+    strategy: Strategy,
+) -> DeployReport {
+    let started = Instant::now();
+    let number = release.number;
+    tracing::info!(environment = %env.name, release = number, ?strategy, "deploy starts");
+    let mut reports = Vec::with_capacity(targets.len());
+    for target in targets {
+        let host = target.host.clone();
+        let previous = blocking(move || host.current()).await;
+        let mut report = HostReport::new(&target.host, None);
+        match previous {
+            Ok(previous) => {
+                report.previous = previous;
+                report.current = previous;
+            }
+            Err(error) => {
+                report.outcome = HostOutcome::PrepareFailed;
+                report.errors.push(error.to_string());
+            }
+        }
+        reports.push(report);
+    }
+
+    // Every host gets the release before any switches, so a copy or digest failure stops the
+    // deploy while every host still runs what it ran.
+    let prepared = join_all(targets.iter().map(|target| {
+        let host = target.host.clone();
+        let meta = release.meta.clone();
+        let files = release.files.clone();
+        async move {
+            let since = Instant::now();
+            let result = blocking(move || host.prepare(number, &meta, &files)).await;
+            (result, since)
+        }
+    }))
+    .await;
+    let mut abort_reason = None;
+    for (report, (result, since)) in reports.iter_mut().zip(prepared) {
+        report.time(Phase::Prepare, since);
+        if let Err(error) = result {
+            report.outcome = HostOutcome::PrepareFailed;
+            report.errors.push(error.to_string());
+        }
+        if report.outcome == HostOutcome::PrepareFailed && abort_reason.is_none() {
+            abort_reason = Some(format!(
+                "host {}: {}",
+                report.host,
+                report.errors.first().map_or("", String::as_str)
+            ));
+        }
+    }
+    if let Some(reason) = abort_reason {
+        tracing::warn!(environment = %env.name, release = number, %reason, "deploy aborted");
+        return DeployReport {
+            environment: env.name.clone(),
+            release: Some(number),
+            outcome: Outcome::Aborted { reason },
+            hosts: reports,
+            elapsed: started.elapsed(),
+        };
+    }
+
+    let batch = match strategy {
+        Strategy::Rolling { batch } => batch.max(1),
+        Strategy::AllAtOnce => targets.len().max(1),
+    };
+    let indices: Vec<usize> = (0..targets.len()).collect();
+    let mut switched: Vec<usize> = Vec::new();
+    let mut failure = None;
+    for chunk in indices.chunks(batch) {
+        let results = join_all(
+            chunk
+                .iter()
+                .map(|index| activate(env, &targets[*index], number, Phase::Switch)),
+        )
+        .await;
+        for (index, (result, timings)) in chunk.iter().zip(results) {
+            let report = &mut reports[*index];
+            report.timings.extend(timings);
+            switched.push(*index);
+            match result {
+                Ok(()) => {
+                    report.outcome = HostOutcome::Deployed;
+                    report.current = Some(number);
+                    set_status(&targets[*index].host, number, ReleaseStatus::Deployed).await;
+                }
+                Err(error) => {
+                    report.outcome = HostOutcome::FailedRolledBack;
+                    report.current = Some(number);
+                    if failure.is_none() {
+                        failure = Some(format!("host {}: {error}", report.host));
+                    }
+                    report.errors.push(error);
+                }
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+
+    let outcome = match failure {
+        None => {
+            prune_after_success(env, targets, &mut reports).await;
+            Outcome::Succeeded
+        }
+        Some(reason) => {
+            tracing::warn!(environment = %env.name, release = number, %reason, "deploy failed; rolling back");
+            let reverts = join_all(switched.iter().map(|index| {
+                let target = &targets[*index];
+                let previous = reports[*index].previous;
+                async move { revert(env, target, number, previous).await }
+            }))
+            .await;
+            let mut all_reverted = true;
+            for (index, (result, timings)) in switched.iter().zip(reverts) {
+                let report = &mut reports[*index];
+                report.timings.extend(timings);
+                let failed_here = report.outcome == HostOutcome::FailedRolledBack;
+                match result {
+                    Ok(current) => {
+                        report.current = current;
+                        if !failed_here {
+                            report.outcome = HostOutcome::RolledBack;
+                        }
+                        let status = if failed_here {
+                            ReleaseStatus::Failed
+                        } else {
+                            ReleaseStatus::RolledBack
+                        };
+                        set_status(&targets[*index].host, number, status).await;
+                    }
+                    Err(error) => {
+                        all_reverted = false;
+                        report.outcome = HostOutcome::RollbackFailed;
+                        report.errors.push(format!("rollback: {error}"));
+                        let host = targets[*index].host.clone();
+                        report.current = blocking(move || host.current()).await.ok().flatten();
+                        set_status(&targets[*index].host, number, ReleaseStatus::Failed).await;
+                    }
+                }
+            }
+            if all_reverted {
+                Outcome::RolledBack { reason }
+            } else {
+                Outcome::Failed { reason }
+            }
+        }
+    };
+    tracing::info!(environment = %env.name, release = number, ?outcome, "deploy ended");
+    DeployReport {
+        environment: env.name.clone(),
+        release: Some(number),
+        outcome,
+        hosts: reports,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Takes every host back to its previous release (the one below its current), or to `to`.
+/// Refuses, before touching any host, when a host has nothing to go back to or lacks `to`.
+pub async fn rollback(
+    env: &Environment,
+    targets: &[Target],
+    to: Option<u32>,
+) -> Result<DeployReport, DeployError> {
+    let started = Instant::now();
+    let mut plan = Vec::with_capacity(targets.len());
+    for target in targets {
+        let host = target.host.clone();
+        let (current, present) = blocking(move || Ok((host.current()?, host.releases()?))).await?;
+        let name = target.host.name().to_owned();
+        let destination = match (to, current) {
+            (Some(number), _) => {
+                if !present.contains(&number) {
+                    return Err(DeployError::MissingRelease {
+                        host: name,
+                        number,
+                        present,
+                    });
+                }
+                number
+            }
+            (None, None) => return Err(DeployError::NothingDeployed { host: name }),
+            (None, Some(current)) => present
+                .iter()
+                .copied()
+                .filter(|number| *number < current)
+                .max()
+                .ok_or(DeployError::NoPrevious {
+                    host: name,
+                    current,
+                })?,
+        };
+        plan.push((current, destination));
+    }
+    tracing::info!(environment = %env.name, ?to, "rollback starts");
+
+    let results = join_all(targets.iter().zip(&plan).map(|(target, (_, destination))| {
+        activate(env, target, *destination, Phase::RollbackSwitch)
+    }))
+    .await;
+    let mut reports = Vec::with_capacity(targets.len());
+    let mut first_failure = None;
+    for ((target, (current, destination)), (result, timings)) in
+        targets.iter().zip(&plan).zip(results)
+    {
+        let mut report = HostReport::new(&target.host, *current);
+        report.timings = timings;
+        report.current = Some(*destination);
+        match result {
+            Ok(()) => {
+                report.outcome = HostOutcome::RolledBack;
+                if let Some(from) = current
+                    && from != destination
+                {
+                    set_status(&target.host, *from, ReleaseStatus::RolledBack).await;
+                }
+            }
+            Err(error) => {
+                report.outcome = HostOutcome::RollbackFailed;
+                if first_failure.is_none() {
+                    first_failure = Some(format!("host {}: {error}", report.host));
+                }
+                report.errors.push(error);
+            }
+        }
+        reports.push(report);
+    }
+    let outcome = match first_failure {
+        None => Outcome::Succeeded,
+        Some(reason) => Outcome::Failed { reason },
+    };
+    tracing::info!(environment = %env.name, ?to, ?outcome, "rollback ended");
+    Ok(DeployReport {
+        environment: env.name.clone(),
+        release: to,
+        outcome,
+        hosts: reports,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Switches `target` to `number`, restarts its service and waits for its health check.
+/// `switch_phase` names the phases (a deploy's or a rollback's).
+async fn activate(
+    env: &Environment,
+    target: &Target,
+    number: u32,
+    switch_phase: Phase,
+) -> (Result<(), String>, Vec<Timing>) {
+    let (restart_phase, health_phase) = match switch_phase {
+        Phase::RollbackSwitch => (Phase::RollbackRestart, Phase::RollbackHealth),
+        _ => (Phase::Restart, Phase::Health),
+    };
+    let mut timings = Vec::new();
+    let mut time = |phase, since: Instant| {
+        timings.push(Timing {
+            phase,
+            duration: since.elapsed(),
+        });
+    };
+    let since = Instant::now();
+    let host = target.host.clone();
+    let switched = blocking(move || host.switch(number)).await;
+    time(switch_phase, since);
+    if let Err(error) = switched {
+        return (
+            Err(format!("cannot switch to release {number}: {error}")),
+            timings,
+        );
+    }
+    let since = Instant::now();
+    let states = target.restart(env, number).await;
+    time(restart_phase, since);
+    let since = Instant::now();
+    let health = check(env, target, states).await;
+    time(health_phase, since);
+    (health, timings)
+}
+
+/// Waits for the health check, or for the supervisor to give up, whichever comes first.
+async fn check(
+    env: &Environment,
+    target: &Target,
+    states: watch::Receiver<ServiceState>,
+) -> Result<(), String> {
+    let probe_target = ProbeTarget {
+        port: target.port,
+        working_dir: target.host.current_path(),
+    };
+    tokio::select! {
+        result = wait_healthy(&env.health, &probe_target) => result.map(drop).map_err(|error| error.to_string()),
+        reason = gave_up(states) => Err(format!("the service would not stay up: {reason}")),
+    }
+}
+
+async fn gave_up(mut states: watch::Receiver<ServiceState>) -> String {
+    loop {
+        if let ServiceState::Failed { reason } = &*states.borrow_and_update() {
+            return reason.clone();
+        }
+        if states.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Takes a host that was switched to `failed_release` back to `previous`; with no previous
+/// release (a first deploy), stops the service and removes `current`. Returns what `current`
+/// is afterwards.
+async fn revert(
+    env: &Environment,
+    target: &Target,
+    failed_release: u32,
+    previous: Option<u32>,
+) -> (Result<Option<u32>, String>, Vec<Timing>) {
+    match previous {
+        Some(previous) => {
+            let (result, timings) = activate(env, target, previous, Phase::RollbackSwitch).await;
+            (result.map(|()| Some(previous)), timings)
+        }
+        None => {
+            let since = Instant::now();
+            target.stop(env.service.stop_grace).await;
+            let host = target.host.clone();
+            let cleared = blocking(move || host.clear_current()).await;
+            let timings = vec![Timing {
+                phase: Phase::RollbackSwitch,
+                duration: since.elapsed(),
+            }];
+            tracing::info!(host = %target.host.name(), release = failed_release, "first release failed; host left without a current release");
+            (
+                cleared.map(|()| None).map_err(|error| error.to_string()),
+                timings,
+            )
+        }
+    }
+}
+
+async fn set_status(host: &Host, number: u32, status: ReleaseStatus) {
+    let host = host.clone();
+    let name = host.name().to_owned();
+    if let Err(error) = blocking(move || host.set_status(number, status)).await {
+        tracing::warn!(host = %name, release = number, %error, "cannot record the release's status");
+    }
+}
+
+async fn prune_after_success(env: &Environment, targets: &[Target], reports: &mut [HostReport]) {
+    for (target, report) in targets.iter().zip(reports.iter_mut()) {
+        let host = target.host.clone();
+        let keep = env.keep_releases;
+        let protect: Vec<u32> = report.previous.into_iter().collect();
+        match blocking(move || host.prune(keep, &protect)).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::debug!(host = %report.host, ?removed, "old releases pruned");
+            }
+            Ok(_) => {}
+            Err(error) => report.prune_note = Some(error.to_string()),
+        }
+    }
+}

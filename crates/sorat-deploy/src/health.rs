@@ -1,0 +1,239 @@
+//! Health checks: is a host's service answering?
+//!
+//! A [`HealthCheck`] is a [`Probe`] (HTTP status, TCP connect, or a command's exit code) tried
+//! every `interval` until `success_threshold` attempts in a row pass, or `timeout` passes;
+//! then the last failure's text says why.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// What one attempt checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET http://127.0.0.1:<port><path>` answers `expected_status`.
+    Http {
+        /// The path, starting with `/`.
+        path: String,
+        /// The status it must answer.
+        expected_status: u16,
+    },
+    /// A TCP connection to `127.0.0.1:<port>` opens.
+    Tcp,
+    /// `sh -c <command>` exits 0 (run with `PORT` set, in the given working directory).
+    Command {
+        /// The command.
+        command: String,
+    },
+}
+
+/// A probe and its timing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What each attempt checks.
+    pub probe: Probe,
+    /// The wait between attempts.
+    pub interval: Duration,
+    /// How long one attempt may take.
+    pub attempt_timeout: Duration,
+    /// How long to try in all before failing.
+    pub timeout: Duration,
+    /// How many attempts in a row must pass.
+    pub success_threshold: u32,
+}
+
+impl HealthCheck {
+    /// An HTTP check of `path` expecting 200, every 200 ms, 2 s per attempt, 30 s in all, one
+    /// success needed.
+    pub fn http(path: impl Into<String>) -> HealthCheck {
+        HealthCheck {
+            probe: Probe::Http {
+                path: path.into(),
+                expected_status: 200,
+            },
+            interval: Duration::from_millis(200),
+            attempt_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(30),
+            success_threshold: 1,
+        }
+    }
+}
+
+/// Where a check is aimed.
+#[derive(Clone, Debug)]
+pub struct ProbeTarget {
+    /// The service's port on 127.0.0.1.
+    pub port: u16,
+    /// The working directory of a command probe.
+    pub working_dir: PathBuf,
+}
+
+/// A check that passed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Healthy {
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// A check that did not pass in time.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("health check failed after {attempts} attempts in {elapsed:?}: {last_failure}")]
+pub struct Unhealthy {
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// How long it tried.
+    pub elapsed: Duration,
+    /// What the last failed attempt saw.
+    pub last_failure: String,
+}
+
+/// Tries `check` against `target` until it passes `success_threshold` times in a row or its
+/// timeout passes.
+pub async fn wait_healthy(check: &HealthCheck, target: &ProbeTarget) -> Result<Healthy, Unhealthy> {
+    let started = Instant::now();
+    let client = match &check.probe {
+        Probe::Http { .. } => match reqwest::Client::builder()
+            .no_proxy()
+            .timeout(check.attempt_timeout)
+            .build()
+        {
+            Ok(client) => Some(client),
+            Err(error) => {
+                return Err(Unhealthy {
+                    attempts: 0,
+                    elapsed: started.elapsed(),
+                    last_failure: format!("cannot build an HTTP client: {error}"),
+                });
+            }
+        },
+        _ => None,
+    };
+    let mut attempts = 0;
+    let mut in_a_row = 0;
+    let mut last_failure = "no attempt finished before the timeout".to_owned();
+    loop {
+        let remaining = check.timeout.saturating_sub(started.elapsed());
+        attempts += 1;
+        let attempt_limit = check.attempt_timeout.min(remaining);
+        // The attempt limits itself (reqwest's timeout, the command's limit); this outer limit,
+        // a little longer, only catches a probe that ignored its own.
+        let result = match tokio::time::timeout(
+            attempt_limit + Duration::from_millis(500),
+            attempt(&check.probe, target, client.as_ref(), attempt_limit),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {attempt_limit:?}")),
+        };
+        match result {
+            Ok(()) => {
+                in_a_row += 1;
+                if in_a_row >= check.success_threshold.max(1) {
+                    return Ok(Healthy {
+                        attempts,
+                        elapsed: started.elapsed(),
+                    });
+                }
+            }
+            Err(failure) => {
+                in_a_row = 0;
+                last_failure = failure;
+            }
+        }
+        if started.elapsed() + check.interval >= check.timeout {
+            return Err(Unhealthy {
+                attempts,
+                elapsed: started.elapsed(),
+                last_failure,
+            });
+        }
+        tokio::time::sleep(check.interval).await;
+    }
+}
+
+async fn attempt(
+    probe: &Probe,
+    target: &ProbeTarget,
+    client: Option<&reqwest::Client>,
+    limit: Duration,
+) -> Result<(), String> {
+    match probe {
+        Probe::Http {
+            path,
+            expected_status,
+        } => {
+            let url = format!("http://127.0.0.1:{}{path}", target.port);
+            let Some(client) = client else {
+                return Err("no HTTP client".to_owned());
+            };
+            let response = client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|error| format!("GET {url}: {}", error_chain(&error)))?;
+            let status = response.status().as_u16();
+            if status == *expected_status {
+                Ok(())
+            } else {
+                Err(format!(
+                    "GET {url} answered {status}, expected {expected_status}"
+                ))
+            }
+        }
+        Probe::Tcp => {
+            let address = format!("127.0.0.1:{}", target.port);
+            tokio::net::TcpStream::connect(&address)
+                .await
+                .map(drop)
+                .map_err(|error| format!("cannot connect to {address}: {error}"))
+        }
+        Probe::Command { command } => run_command(command, target, limit).await,
+    }
+}
+
+async fn run_command(command: &str, target: &ProbeTarget, limit: Duration) -> Result<(), String> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(&target.working_dir)
+        .env("PORT", target.port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| format!("cannot start `{command}`: {error}"))?;
+    let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let waited = tokio::time::timeout(limit, child.wait()).await;
+    // Whatever the probe started goes with it, also when it timed out.
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    match waited {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("`{command}` ended with {status}")),
+        Ok(Err(error)) => Err(format!("`{command}`: {error}")),
+        Err(_) => {
+            let _ = child.wait().await;
+            Err(format!("`{command}` did not end within {limit:?}"))
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

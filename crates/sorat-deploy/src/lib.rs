@@ -1,0 +1,35 @@
+//! Sorat's deployment core for hosts reached through the file system (`local` targets: a
+//! folder on this machine standing for a host).
+//!
+//! Principal types, one module each, from the disk up:
+//! - [`release`]: [`Host`] (a host's folder: `releases/<n>/`, each with `release.json`, and
+//!   the atomically switched `current` symlink), [`ReleaseFile`], [`ReleaseRecord`].
+//! - [`service`]: [`Supervisor`] runs a host's service in its own process group, sends its
+//!   output as [`ServiceLine`]s, restarts it with backoff, gives up when it keeps dying, and
+//!   stops it with SIGTERM then SIGKILL.
+//! - [`health`]: [`HealthCheck`] (HTTP, TCP or command probes, interval, timeout, success
+//!   threshold) and [`wait_healthy`].
+//! - [`deploy`](mod@deploy): [`deploy()`](fn@deploy) by [`Strategy`] (rolling batches or all at
+//!   once) with automatic rollback of every switched host on failure, and
+//!   [`rollback`]; both end with a [`DeployReport`].
+//!
+//! What it must not know: artifacts' storage and signatures (the caller hands it files with
+//! their digests), the state store, HTTP APIs and terminals. It never prints; it logs with
+//! `tracing` and returns reports.
+
+pub mod deploy;
+pub mod health;
+pub mod release;
+pub mod service;
+
+pub use deploy::{
+    DeployError, DeployReport, Environment, HostOutcome, HostReport, Outcome, Phase, ReleaseSpec,
+    ServiceConfig, Strategy, Target, Timing, deploy, next_release_number, rollback,
+};
+pub use health::{HealthCheck, Healthy, Probe, ProbeTarget, Unhealthy, wait_healthy};
+pub use release::{
+    Host, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord, ReleaseStatus, digest_file,
+};
+pub use service::{
+    RestartPolicy, ServiceLine, ServiceSpec, ServiceState, StopOutcome, Stream, Supervisor,
+};
