@@ -21,6 +21,69 @@ pub struct PlatformConfig {
     pub server: ServerConfig,
     /// `projects:`.
     pub projects: Vec<ProjectConfig>,
+    /// `environments:`, in the order written.
+    pub environments: Vec<EnvironmentConfig>,
+}
+
+/// One entry of `environments:` — where and how an artifact runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvironmentConfig {
+    /// Its name (the key).
+    pub name: String,
+    /// Where the name was written.
+    pub span: Span,
+    /// `targets`: the hosts (today: `local` folders on this machine, each with its port).
+    pub hosts: Vec<LocalHost>,
+    /// `service.command`: run with `sh -c` in the release folder, `PORT` set.
+    pub command: String,
+    /// `service.env`.
+    pub env: Vec<(String, String)>,
+    /// `service.stop_grace`: SIGTERM, then SIGKILL after this long (default 10s).
+    pub stop_grace: Duration,
+    /// `health`.
+    pub health: HealthConfig,
+    /// `strategy`: `all-at-once`, or `{ rolling: { batch: N } }` (default rolling, batch 1).
+    pub rolling_batch: Option<usize>,
+    /// `keep_releases` per host (default 5).
+    pub keep_releases: usize,
+}
+
+/// A `local` target: a folder on this machine standing for a host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalHost {
+    /// `dir`, relative to the config file.
+    pub dir: PathBuf,
+    /// `port`: the port the service listens on there.
+    pub port: u16,
+}
+
+/// `environments.<name>.health`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthConfig {
+    /// What is checked.
+    pub check: HealthCheckKind,
+    /// `interval` (default 500ms).
+    pub interval: Duration,
+    /// `timeout` in all (default 30s).
+    pub timeout: Duration,
+    /// `success_threshold` (default 1).
+    pub success_threshold: u32,
+}
+
+/// The kind of a health check.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HealthCheckKind {
+    /// `http: { path, expect }` (expect default 200).
+    Http {
+        /// The path.
+        path: String,
+        /// The expected status.
+        expect: u16,
+    },
+    /// `tcp: true`.
+    Tcp,
+    /// `command: ...`.
+    Command(String),
 }
 
 /// `server:` — how `sorat up` runs.
@@ -178,13 +241,13 @@ fn unreachable_default() -> PlatformConfig {
             artifacts: None,
         },
         projects: Vec::new(),
+        environments: Vec::new(),
     }
 }
 
 /// Sections later capabilities own: accepted (with a warning) so that one file serves a
 /// newer and an older Sorat.
 const LATER_SECTIONS: &[&str] = &[
-    "environments",
     "monitoring",
     "alerting",
     "dashboards",
@@ -213,6 +276,7 @@ impl Loader<'_> {
         let mut reader = MapReader::new(file, root, "sorat.yaml", self.diagnostics)?;
         let server = reader.get("server");
         let projects = reader.get("projects");
+        let environments = reader.get("environments");
         let mut later = Vec::new();
         for section in LATER_SECTIONS {
             if let Some((key, _)) = reader.get_entry(section) {
@@ -240,9 +304,14 @@ impl Loader<'_> {
             Some(node) => self.projects(node),
             None => Vec::new(),
         };
+        let environments = match environments {
+            Some(node) => self.environments(node),
+            None => Vec::new(),
+        };
         Some(PlatformConfig {
             server: server?,
             projects,
+            environments,
         })
     }
 
@@ -475,6 +544,222 @@ impl Loader<'_> {
             projects.push(project);
         }
         projects
+    }
+
+    fn environments(&mut self, node: &Node) -> Vec<EnvironmentConfig> {
+        let file = self.file;
+        let entries = crate::reader::named_entries(file, node, "`environments`", self.diagnostics);
+        let mut out = Vec::new();
+        let mut ports: Vec<(u16, Span)> = Vec::new();
+        for (name, key, value) in entries {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            {
+                self.error(
+                    key.span,
+                    format!("environment name `{name}` must be letters, digits, `-` or `_`"),
+                );
+                continue;
+            }
+            if let Some(environment) = self.environment(name, key.span, value, &mut ports) {
+                out.push(environment);
+            }
+        }
+        out
+    }
+
+    fn environment(
+        &mut self,
+        name: &str,
+        span: Span,
+        node: &Node,
+        ports: &mut Vec<(u16, Span)>,
+    ) -> Option<EnvironmentConfig> {
+        let file = self.file;
+        let what = format!("environment `{name}`");
+        let mut reader = MapReader::new(file, node, what.clone(), self.diagnostics)?;
+        let targets = reader.get("targets");
+        let service = reader.get("service");
+        let health = reader.get("health");
+        let strategy = reader.get("strategy");
+        let keep = reader.get("keep_releases");
+        reader.finish(self.diagnostics);
+        let mut hosts = Vec::new();
+        match targets.and_then(Node::as_seq) {
+            Some(items) if !items.is_empty() => {
+                for item in items {
+                    let mut target = MapReader::new(file, item, "a target", self.diagnostics)?;
+                    let local = target.get("local");
+                    target.finish(self.diagnostics);
+                    let Some(local) = local else {
+                        self.error(
+                            item.head_span(file),
+                            "a target needs `local` (SSH and agent targets are not built yet)",
+                        );
+                        continue;
+                    };
+                    let mut local_reader =
+                        MapReader::new(file, local, "`local`", self.diagnostics)?;
+                    let dir = local_reader.get("dir");
+                    let port = local_reader.get("port");
+                    local_reader.finish(self.diagnostics);
+                    let (Some(dir), Some(port)) = (dir, port) else {
+                        self.error(local.head_span(file), "`local` needs `dir` and `port`");
+                        continue;
+                    };
+                    let dir = expect_text(file, dir, "`dir`", self.diagnostics)?;
+                    let port_value = match port.as_i64() {
+                        Some(value) if (1..=65535).contains(&value) => value as u16,
+                        _ => {
+                            self.error(port.span, "`port` must be from 1 to 65535");
+                            continue;
+                        }
+                    };
+                    if let Some((_, earlier)) = ports.iter().find(|(p, _)| *p == port_value) {
+                        let line = file.line_col(earlier.start).line;
+                        self.error(
+                            port.span,
+                            format!("port {port_value} is already used by a target on line {line}"),
+                        );
+                        continue;
+                    }
+                    ports.push((port_value, port.span));
+                    hosts.push(LocalHost {
+                        dir: self.base.join(dir),
+                        port: port_value,
+                    });
+                }
+            }
+            _ => {
+                self.error(
+                    span,
+                    format!("{what} needs `targets` (a list of `local: {{ dir, port }}`)"),
+                );
+                return None;
+            }
+        }
+        let Some(service) = service else {
+            self.error(span, format!("{what} needs a `service` with a `command`"));
+            return None;
+        };
+        let mut service_reader = MapReader::new(file, service, "`service`", self.diagnostics)?;
+        let command = service_reader.get("command");
+        let env = service_reader.get("env");
+        let stop_grace = service_reader.get("stop_grace");
+        service_reader.finish(self.diagnostics);
+        let Some(command) = command else {
+            self.error(service.head_span(file), "`service` needs a `command`");
+            return None;
+        };
+        let command =
+            expect_text(file, command, "`service.command`", self.diagnostics)?.to_string();
+        let mut env_pairs = Vec::new();
+        if let Some(env) = env {
+            for (key, _, value) in
+                crate::reader::named_entries(file, env, "`service.env`", self.diagnostics)
+            {
+                if let Some(text) = expect_text(file, value, "an env value", self.diagnostics) {
+                    env_pairs.push((key.to_string(), text.to_string()));
+                }
+            }
+        }
+        let stop_grace = self.duration(stop_grace, "`service.stop_grace`", 10);
+        let health = match health {
+            Some(node) => self.health(node)?,
+            None => HealthConfig {
+                check: HealthCheckKind::Tcp,
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_secs(30),
+                success_threshold: 1,
+            },
+        };
+        let rolling_batch = match strategy {
+            None => Some(1),
+            Some(node) if node.as_str() == Some("all-at-once") => None,
+            Some(node) => {
+                let mut strategy_reader =
+                    MapReader::new(file, node, "`strategy`", self.diagnostics)?;
+                let rolling = strategy_reader.get("rolling");
+                strategy_reader.finish(self.diagnostics);
+                let Some(rolling) = rolling else {
+                    self.error(
+                        node.head_span(file),
+                        "`strategy` is `all-at-once` or `{ rolling: { batch: N } }`",
+                    );
+                    return None;
+                };
+                let mut rolling_reader =
+                    MapReader::new(file, rolling, "`rolling`", self.diagnostics)?;
+                let batch = rolling_reader.get("batch");
+                rolling_reader.finish(self.diagnostics);
+                Some(self.count(batch, "`rolling.batch`", 1, 1..=10_000) as usize)
+            }
+        };
+        let keep_releases = self.count(keep, "`keep_releases`", 5, 2..=1000) as usize;
+        Some(EnvironmentConfig {
+            name: name.to_string(),
+            span,
+            hosts,
+            command,
+            env: env_pairs,
+            stop_grace,
+            health,
+            rolling_batch,
+            keep_releases,
+        })
+    }
+
+    fn health(&mut self, node: &Node) -> Option<HealthConfig> {
+        let file = self.file;
+        let mut reader = MapReader::new(file, node, "`health`", self.diagnostics)?;
+        let http = reader.get("http");
+        let tcp = reader.get("tcp");
+        let command = reader.get("command");
+        let interval = reader.get("interval");
+        let timeout = reader.get("timeout");
+        let threshold = reader.get("success_threshold");
+        reader.finish(self.diagnostics);
+        let check = match (http, tcp, command) {
+            (Some(http), None, None) => {
+                let mut http_reader =
+                    MapReader::new(file, http, "`health.http`", self.diagnostics)?;
+                let path = http_reader.get("path");
+                let expect = http_reader.get("expect");
+                http_reader.finish(self.diagnostics);
+                let path = match path {
+                    Some(path) => {
+                        expect_text(file, path, "`health.http.path`", self.diagnostics)?.to_string()
+                    }
+                    None => "/".into(),
+                };
+                if !path.starts_with('/') {
+                    self.error(http.span, "`health.http.path` must start with `/`");
+                    return None;
+                }
+                let expect = self.count(expect, "`health.http.expect`", 200, 100..=599) as u16;
+                HealthCheckKind::Http { path, expect }
+            }
+            (None, Some(_), None) => HealthCheckKind::Tcp,
+            (None, None, Some(command)) => HealthCheckKind::Command(
+                expect_text(file, command, "`health.command`", self.diagnostics)?.to_string(),
+            ),
+            _ => {
+                self.error(
+                    node.head_span(file),
+                    "`health` needs exactly one of `http`, `tcp` or `command`",
+                );
+                return None;
+            }
+        };
+        Some(HealthConfig {
+            check,
+            interval: self.at_least(interval, "`health.interval`", 1, 0),
+            timeout: self.at_least(timeout, "`health.timeout`", 30, 1),
+            success_threshold: self.count(threshold, "`health.success_threshold`", 1, 1..=100)
+                as u32,
+        })
     }
 
     fn project(&mut self, node: &Node) -> Option<ProjectConfig> {

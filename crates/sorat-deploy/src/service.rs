@@ -278,6 +278,8 @@ async fn supervise(
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 let pgid = Pid::from_raw(pid as i32);
+                // The binary's reaper kills the group if this process dies without doing it.
+                sorat_pipeline::exec::report_group_started(pgid.as_raw());
                 publisher.set(ServiceState::Running { pid });
                 let wake = tokio::select! {
                     status = child.wait() => Wake::Exited(match status {
@@ -290,10 +292,12 @@ async fn supervise(
                     Wake::Exited(code) => {
                         // Whatever it left in its group goes with it.
                         let _ = killpg(pgid, Signal::SIGKILL);
+                        sorat_pipeline::exec::report_group_ended(pgid.as_raw());
                         code
                     }
                     Wake::Stop(grace) => {
                         let outcome = terminate(&mut child, pgid, grace).await;
+                        sorat_pipeline::exec::report_group_ended(pgid.as_raw());
                         publisher.set(ServiceState::Stopped);
                         return outcome;
                     }

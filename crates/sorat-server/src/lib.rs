@@ -14,6 +14,7 @@ pub mod agents;
 pub mod api;
 pub mod artifacts;
 pub mod auth;
+pub mod deploys;
 pub mod dispatch;
 pub mod error;
 pub mod hooks;
@@ -91,6 +92,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// The artifact repository.
     pub artifacts: sorat_artifacts::ArtifactStore,
+    /// The environments, by name.
+    pub environments: IndexMap<String, Arc<deploys::EnvironmentState>>,
     agents: Mutex<HashMap<String, OnlineAgent>>,
 }
 
@@ -263,6 +266,7 @@ impl Running {
         self.background.abort();
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         let _ = self.http.await;
+        deploys::stop_services(&self.state).await;
         self.state.store.close().await;
     }
 }
@@ -352,6 +356,16 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
         metrics: metrics::Metrics::new(),
         http: reqwest::Client::new(),
         artifacts,
+        environments: config
+            .environments
+            .iter()
+            .map(|environment| {
+                (
+                    environment.name.clone(),
+                    Arc::new(deploys::EnvironmentState::new(environment)),
+                )
+            })
+            .collect(),
         agents: Mutex::new(HashMap::new()),
         config,
     });
@@ -406,6 +420,7 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
     } else {
         format!("http://{addr}")
     };
+    deploys::start_services(&state).await;
     let background = tokio::spawn(background(Arc::clone(&state)));
     Ok(Running {
         addr,
@@ -490,6 +505,16 @@ fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/v1/artifacts/{name}/{version}/pin",
             put(artifacts::pin),
+        )
+        .route("/api/v1/environments", get(deploys::list))
+        .route(
+            "/api/v1/environments/{name}/releases",
+            get(deploys::releases),
+        )
+        .route("/api/v1/environments/{name}/deploy", post(deploys::deploy))
+        .route(
+            "/api/v1/environments/{name}/rollback",
+            post(deploys::rollback),
         )
         .route("/api/v1/audit", get(api::audit))
         .merge(agent);

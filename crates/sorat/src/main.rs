@@ -4,6 +4,7 @@
 //! the result into output and an exit code (0 success, 1 the work failed, 2 invalid input).
 
 mod artifacts;
+mod deploy;
 mod diagnostics;
 mod expr;
 mod reaper;
@@ -57,6 +58,12 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Deploy an artifact to an environment (verified, by its strategy, rolled back on failure).
+    Deploy(deploy::DeployArgs),
+    /// Take an environment back to its previous (or a given) release.
+    Rollback(deploy::RollbackArgs),
+    /// An environment's releases on each host; `*` marks the current one.
+    Releases(deploy::ReleasesArgs),
     /// The artifact repository of a server: list, download, verify.
     Artifacts {
         #[command(subcommand)]
@@ -129,6 +136,9 @@ fn main() -> ExitCode {
         } => expr::test(&files, verbose),
         Command::Reap => reaper::reap(),
         Command::Artifacts { command } => artifacts::command(command),
+        Command::Deploy(args) => deploy::deploy(args),
+        Command::Rollback(args) => deploy::rollback(args),
+        Command::Releases(args) => deploy::releases(args),
         Command::Up(args) => server::up(args),
         Command::Agent(args) => server::agent(args),
         Command::Trigger(args) => server::trigger(args),

@@ -35,7 +35,10 @@ use crate::spec::{ConditionKind, Job, Matrix, MatrixValues, Pipeline};
 use crate::trigger::EventKind;
 
 pub use files::{CommandFileError, parse_key_values};
-pub use process::{Exit, GroupWatcher, ProcessSpec, run_process, watch_process_groups};
+pub use process::{
+    Exit, GroupWatcher, ProcessSpec, report_group_ended, report_group_started, run_process,
+    watch_process_groups,
+};
 
 /// Everything a run needs to know before it starts.
 #[derive(Clone, Debug)]

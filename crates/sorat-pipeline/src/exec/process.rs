@@ -74,6 +74,21 @@ pub fn watch_process_groups(watcher: Box<dyn GroupWatcher>) -> bool {
     WATCHER.set(watcher).is_ok()
 }
 
+/// Tells the watcher (if any) of a process group started outside the engine (a deployed
+/// service), so that it is killed with the rest when this process dies.
+pub fn report_group_started(pgid: i32) {
+    if let Some(watcher) = WATCHER.get() {
+        watcher.started(pgid);
+    }
+}
+
+/// Tells the watcher (if any) that a group reported with [`report_group_started`] ended.
+pub fn report_group_ended(pgid: i32) {
+    if let Some(watcher) = WATCHER.get() {
+        watcher.ended(pgid);
+    }
+}
+
 /// Runs `spec`, sending its output (stdout and stderr through one pipe, so their order is
 /// kept) to `log`, until it exits, `timeout` passes, or `cancel` fires.
 pub async fn run_process(

@@ -13,6 +13,7 @@
 mod agents;
 mod api;
 mod artifacts;
+mod deploys;
 mod hooks;
 mod quickstart;
 mod support;

@@ -1,0 +1,333 @@
+//! Environments and deployments through the API: deploy a signed artifact to an
+//! environment's hosts (verified first), roll back, list releases. The work is
+//! `sorat-deploy`'s; this module reads artifacts from the repository, keeps one deployment
+//! at a time per environment, and turns reports into JSON. Today's targets are `local`
+//! folders served by the server's own supervisor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sorat_config::platform::{EnvironmentConfig, HealthCheckKind};
+use sorat_deploy::{
+    DeployReport, Environment, HealthCheck, Host, Outcome, Probe, ReleaseFile, ReleaseMeta,
+    ReleaseSpec, RestartPolicy, ServiceConfig, Strategy, Target,
+};
+use sorat_state::Role;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+
+/// An environment and its hosts, with the services running on them.
+pub struct EnvironmentState {
+    /// As configured.
+    pub config: EnvironmentConfig,
+    /// For `sorat-deploy`.
+    pub environment: Environment,
+    /// Its hosts.
+    pub targets: Vec<Target>,
+    /// One deployment or rollback at a time.
+    pub busy: tokio::sync::Mutex<()>,
+}
+
+impl EnvironmentState {
+    /// Builds the environment from its configuration.
+    pub fn new(config: &EnvironmentConfig) -> EnvironmentState {
+        let probe = match &config.health.check {
+            HealthCheckKind::Http { path, expect } => Probe::Http {
+                path: path.clone(),
+                expected_status: *expect,
+            },
+            HealthCheckKind::Tcp => Probe::Tcp,
+            HealthCheckKind::Command(command) => Probe::Command {
+                command: command.clone(),
+            },
+        };
+        let environment = Environment {
+            name: config.name.clone(),
+            service: ServiceConfig {
+                command: config.command.clone(),
+                env: config.env.clone(),
+                restart: RestartPolicy::default(),
+                stop_grace: config.stop_grace,
+            },
+            health: HealthCheck {
+                probe,
+                interval: config.health.interval,
+                attempt_timeout: Duration::from_secs(2).min(config.health.timeout),
+                timeout: config.health.timeout,
+                success_threshold: config.health.success_threshold,
+            },
+            keep_releases: config.keep_releases,
+        };
+        let targets = config
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(index, host)| {
+                Target::new(
+                    Host::new(format!("{}-{}", config.name, index + 1), host.dir.clone()),
+                    host.port,
+                )
+            })
+            .collect();
+        EnvironmentState {
+            config: config.clone(),
+            environment,
+            targets,
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// Starts the services of every environment's current release (after a restart).
+pub async fn start_services(state: &Arc<AppState>) {
+    for environment in state.environments.values() {
+        for target in &environment.targets {
+            if let Err(error) = target.start(&environment.environment).await {
+                tracing::warn!(environment = %environment.config.name, %error, "starting a service");
+            }
+        }
+    }
+}
+
+/// Stops every service (on shutdown), each with its grace period.
+pub async fn stop_services(state: &Arc<AppState>) {
+    for environment in state.environments.values() {
+        for target in &environment.targets {
+            target.stop(environment.config.stop_grace).await;
+        }
+    }
+}
+
+fn report_json(report: &DeployReport) -> Value {
+    let (outcome, reason) = match &report.outcome {
+        Outcome::Succeeded => ("succeeded", None),
+        Outcome::Aborted { reason } => ("aborted", Some(reason.clone())),
+        Outcome::RolledBack { reason } => ("rolled_back", Some(reason.clone())),
+        Outcome::Failed { reason } => ("failed", Some(reason.clone())),
+    };
+    json!({
+        "environment": report.environment,
+        "release": report.release,
+        "outcome": outcome,
+        "reason": reason,
+        "elapsed_ms": report.elapsed.as_millis() as u64,
+        "hosts": report.hosts.iter().map(|host| json!({
+            "host": host.host,
+            "previous": host.previous,
+            "current": host.current,
+            "outcome": format!("{:?}", host.outcome),
+            "errors": host.errors,
+            "timings_ms": host.timings.iter().map(|t| json!({
+                "phase": format!("{:?}", t.phase),
+                "ms": t.duration.as_secs_f64() * 1000.0,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn find<'a>(state: &'a Arc<AppState>, name: &str) -> ApiResult<&'a Arc<EnvironmentState>> {
+    state
+        .environments
+        .get(name)
+        .ok_or_else(|| ApiError::not_found(format!("no environment `{name}`")))
+}
+
+/// `GET /api/v1/environments`.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&state.store, None, Role::Viewer).await?;
+    let mut out = Vec::new();
+    for environment in state.environments.values() {
+        let mut hosts = Vec::new();
+        for target in &environment.targets {
+            hosts.push(json!({
+                "host": target.host().name(),
+                "port": target.port(),
+                "current": target.host().current().ok().flatten(),
+                "service": format!("{:?}", target.service_state().await),
+            }));
+        }
+        out.push(json!({ "name": environment.config.name, "hosts": hosts }));
+    }
+    Ok(Json(json!({ "environments": out })))
+}
+
+/// `GET /api/v1/environments/{env}/releases`: every host's releases, newest first.
+pub async fn releases(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&state.store, None, Role::Viewer).await?;
+    let environment = find(&state, &name)?;
+    let mut hosts = Vec::new();
+    for target in &environment.targets {
+        let host = target.host();
+        let current = host.current().ok().flatten();
+        let mut numbers = host.releases().unwrap_or_default();
+        numbers.sort_unstable_by(|a, b| b.cmp(a));
+        let releases: Vec<Value> = numbers
+            .iter()
+            .filter_map(|number| host.record(*number).ok())
+            .map(|record| {
+                json!({
+                    "number": record.number,
+                    "artifact": record.artifact,
+                    "digest": record.digest,
+                    "who": record.who,
+                    "created": record.created.to_string(),
+                    "status": format!("{:?}", record.status),
+                    "current": Some(record.number) == current,
+                })
+            })
+            .collect();
+        hosts.push(json!({ "host": host.name(), "current": current, "releases": releases }));
+    }
+    Ok(Json(json!({ "environment": name, "hosts": hosts })))
+}
+
+/// The body of a deployment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// `name@version` in the artifact repository.
+    pub artifact: String,
+}
+
+/// `POST /api/v1/environments/{env}/deploy`: the artifact, verified, to every host by the
+/// environment's strategy. 200 when it succeeded; 409 with the report when it did not (the
+/// hosts are back on their previous release).
+pub async fn deploy(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Json(body): Json<DeployRequest>,
+) -> ApiResult<Response> {
+    caller.require(&state.store, None, Role::Developer).await?;
+    let environment = Arc::clone(find(&state, &name)?);
+    let Some((artifact_name, version)) = body.artifact.rsplit_once('@') else {
+        return Err(ApiError::field("artifact", "write NAME@VERSION"));
+    };
+    let artifact = state
+        .artifacts
+        .get(artifact_name, version)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no artifact {}", body.artifact)))?;
+    // Every deployment checks the signature and every blob first.
+    let report = state.artifacts.verify(artifact_name, version, None).await?;
+    if !report.ok {
+        return Err(ApiError::conflict(
+            "not_verified",
+            format!(
+                "{} does not verify: {}",
+                body.artifact,
+                report.problems.join("; ")
+            ),
+        ));
+    }
+    let _busy = environment.busy.try_lock().map_err(|_| {
+        ApiError::conflict(
+            "busy",
+            format!("environment `{name}` is being deployed or rolled back"),
+        )
+    })?;
+    // The files, staged once by digest.
+    let staging = state.config.server.data.join("deploy-staging");
+    tokio::fs::create_dir_all(&staging)
+        .await
+        .map_err(|error| ApiError::internal(format!("{}: {error}", staging.display())))?;
+    let mut files = Vec::new();
+    for file in &artifact.files {
+        let source = staging.join(file.digest.to_string().replace(':', "-"));
+        if !source.exists() {
+            let bytes = state.artifacts.read_blob(&file.digest).await?;
+            let partial = source.with_extension("partial");
+            tokio::fs::write(&partial, &bytes)
+                .await
+                .map_err(|error| ApiError::internal(error.to_string()))?;
+            tokio::fs::rename(&partial, &source)
+                .await
+                .map_err(|error| ApiError::internal(error.to_string()))?;
+        }
+        files.push(ReleaseFile {
+            path: file.path.clone().into(),
+            source,
+            mode: file.mode,
+            digest: file.digest.to_string(),
+        });
+    }
+    let number = sorat_deploy::next_release_number(&environment.targets)
+        .map_err(|error| ApiError::internal(error.to_string()))?;
+    let spec = ReleaseSpec {
+        number,
+        meta: ReleaseMeta {
+            artifact: body.artifact.clone(),
+            digest: artifact.digest.to_string(),
+            who: caller.name.clone(),
+        },
+        files,
+    };
+    let strategy = match environment.config.rolling_batch {
+        Some(batch) => Strategy::Rolling { batch },
+        None => Strategy::AllAtOnce,
+    };
+    let report = sorat_deploy::deploy(
+        &environment.environment,
+        &environment.targets,
+        &spec,
+        strategy,
+    )
+    .await;
+    let status = if report.outcome == Outcome::Succeeded {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    Ok((status, Json(report_json(&report))).into_response())
+}
+
+/// The body of a rollback.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The release to go back to (default: the one before the current, on each host).
+    #[serde(default)]
+    pub to: Option<u32>,
+}
+
+/// `POST /api/v1/environments/{env}/rollback`.
+pub async fn rollback(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Option<Json<RollbackRequest>>,
+) -> ApiResult<Response> {
+    caller.require(&state.store, None, Role::Developer).await?;
+    let environment = Arc::clone(find(&state, &name)?);
+    let body = body.map(|Json(body)| body).unwrap_or_default();
+    let _busy = environment.busy.try_lock().map_err(|_| {
+        ApiError::conflict(
+            "busy",
+            format!("environment `{name}` is being deployed or rolled back"),
+        )
+    })?;
+    let report = sorat_deploy::rollback(&environment.environment, &environment.targets, body.to)
+        .await
+        .map_err(|error| ApiError::conflict("rollback_refused", error.to_string()))?;
+    let status = if report.outcome == Outcome::Succeeded {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    Ok((status, Json(report_json(&report))).into_response())
+}

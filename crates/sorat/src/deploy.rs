@@ -1,0 +1,184 @@
+//! `sorat deploy`, `sorat rollback`, `sorat releases`: environments through the server's API.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use serde_json::{Value, json};
+
+use crate::exit;
+use crate::server::{Client, ClientArgs, Failed, finish, runtime};
+
+/// Arguments of `sorat deploy`.
+#[derive(clap::Args)]
+pub(crate) struct DeployArgs {
+    /// The environment.
+    environment: String,
+    /// The artifact, `NAME@VERSION`.
+    #[arg(long)]
+    artifact: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Arguments of `sorat rollback`.
+#[derive(clap::Args)]
+pub(crate) struct RollbackArgs {
+    /// The environment.
+    environment: String,
+    /// The release to go back to (default: the previous one on each host).
+    #[arg(long)]
+    to: Option<u32>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Arguments of `sorat releases`.
+#[derive(clap::Args)]
+pub(crate) struct ReleasesArgs {
+    /// The environment.
+    environment: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Prints a deploy or rollback report; exit 0 when it succeeded, 1 otherwise.
+fn print_report(report: &Value) -> u8 {
+    for host in report["hosts"].as_array().into_iter().flatten() {
+        let errors: Vec<&str> = host["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "{:<16} {:<18} release {} (was {}){}",
+            host["host"].as_str().unwrap_or(""),
+            host["outcome"].as_str().unwrap_or(""),
+            host["current"],
+            host["previous"],
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", errors.join("; "))
+            }
+        );
+    }
+    let outcome = report["outcome"].as_str().unwrap_or("");
+    match report["reason"].as_str() {
+        Some(reason) => println!(
+            "{}: {outcome}: {reason} ({} ms)",
+            report["environment"].as_str().unwrap_or(""),
+            report["elapsed_ms"]
+        ),
+        None => println!(
+            "{}: {outcome}, release {} ({} ms)",
+            report["environment"].as_str().unwrap_or(""),
+            report["release"],
+            report["elapsed_ms"]
+        ),
+    }
+    if outcome == "succeeded" {
+        exit::SUCCESS
+    } else {
+        exit::FAILURE
+    }
+}
+
+/// Sends a deploy or rollback; a 409 carrying a report is the work failing (exit 1).
+async fn act(client: &Client, path: &str, body: Value) -> Result<u8, Failed> {
+    let response = client
+        .http
+        .post(format!("{}{path}", client.base))
+        .bearer_auth(&client.token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|error| Failed(error.to_string(), exit::FAILURE))?;
+    let status = response.status();
+    let value: Value = response
+        .json()
+        .await
+        .map_err(|error| Failed(error.to_string(), exit::FAILURE))?;
+    if value.get("hosts").is_some() {
+        return Ok(print_report(&value));
+    }
+    let message = value["error"]["message"].as_str().unwrap_or("").to_string();
+    let code = if status.is_client_error() {
+        exit::INVALID
+    } else {
+        exit::FAILURE
+    };
+    Err(Failed(format!("HTTP {}: {message}", status.as_u16()), code))
+}
+
+/// `sorat deploy ENV --artifact NAME@VERSION`.
+pub(crate) fn deploy(args: DeployArgs) -> u8 {
+    let Some(runtime) = runtime() else {
+        return exit::FAILURE;
+    };
+    finish(runtime.block_on(async move {
+        let client = Client::new(&args.client)?;
+        act(
+            &client,
+            &format!("/api/v1/environments/{}/deploy", args.environment),
+            json!({ "artifact": args.artifact }),
+        )
+        .await
+    }))
+}
+
+/// `sorat rollback ENV [--to N]`.
+pub(crate) fn rollback(args: RollbackArgs) -> u8 {
+    let Some(runtime) = runtime() else {
+        return exit::FAILURE;
+    };
+    finish(runtime.block_on(async move {
+        let client = Client::new(&args.client)?;
+        act(
+            &client,
+            &format!("/api/v1/environments/{}/rollback", args.environment),
+            json!({ "to": args.to }),
+        )
+        .await
+    }))
+}
+
+/// `sorat releases ENV`: a table per host.
+pub(crate) fn releases(args: ReleasesArgs) -> u8 {
+    let Some(runtime) = runtime() else {
+        return exit::FAILURE;
+    };
+    finish(runtime.block_on(async move {
+        let client = Client::new(&args.client)?;
+        let answer = client
+            .send(
+                reqwest::Method::GET,
+                &format!("/api/v1/environments/{}/releases", args.environment),
+                None,
+            )
+            .await?;
+        for host in answer["hosts"].as_array().into_iter().flatten() {
+            println!("{}", host["host"].as_str().unwrap_or(""));
+            println!(
+                "  {:>3} {:<28} {:<14} {:<16} {:<26} {:<10}",
+                "#", "ARTIFACT", "DIGEST", "WHO", "WHEN", "STATUS"
+            );
+            for release in host["releases"].as_array().into_iter().flatten() {
+                let digest = release["digest"].as_str().unwrap_or("");
+                println!(
+                    "{} {:>3} {:<28} {:<14} {:<16} {:<26} {:<10}",
+                    if release["current"].as_bool() == Some(true) {
+                        "*"
+                    } else {
+                        " "
+                    },
+                    release["number"].as_u64().unwrap_or(0),
+                    release["artifact"].as_str().unwrap_or(""),
+                    digest.get(..14).unwrap_or(digest),
+                    release["who"].as_str().unwrap_or(""),
+                    release["created"].as_str().unwrap_or(""),
+                    release["status"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        Ok(exit::SUCCESS)
+    }))
+}

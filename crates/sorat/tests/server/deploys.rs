@@ -1,0 +1,200 @@
+//! Deployments through the server: a signed artifact to three `local` hosts with a real HTTP
+//! service, rolling; a broken release rolled back on its own; `sorat rollback`; the
+//! releases table; a tampered artifact refused; services back after a restart.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::Digest as _;
+
+use crate::support::{ADMIN, Api, Server, free_port};
+
+const SERVICE: &str = r#"import http.server, os, sys
+version = open("VERSION").read().strip()
+if version == "broken":
+    sys.exit(3)
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (version if self.path == "/version" else "ok").encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+/// Publishes `app@version` with the service and its VERSION file through the API.
+fn publish(api: &Api, version: &str) {
+    let files = [
+        ("app.py", SERVICE.to_string()),
+        ("VERSION", format!("{version}\n")),
+    ];
+    let mut entries = Vec::new();
+    for (path, content) in &files {
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(content.as_bytes()))
+        );
+        let response = api
+            .http
+            .put(format!("{}/api/v1/artifacts/blobs/{digest}", api.base))
+            .bearer_auth(&api.token)
+            .body(content.clone())
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        entries
+            .push(json!({ "path": path, "digest": digest, "size": content.len(), "mode": 0o644 }));
+    }
+    let (status, body) = api.post(
+        "/api/v1/artifacts",
+        json!({ "name": "app", "version": version, "files": entries, "attachments": [], "metadata": {}, "moving": false }),
+    );
+    assert_eq!(status, 201, "{body}");
+}
+
+fn version_on(port: u16) -> Option<String> {
+    reqwest::blocking::get(format!("http://127.0.0.1:{port}/version"))
+        .ok()?
+        .text()
+        .ok()
+}
+
+#[test]
+fn deploy_roll_back_and_refuse_what_does_not_verify() {
+    let temp = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let targets: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("      - local: {{ dir: hosts/h{i}, port: {port} }}\n"))
+        .collect();
+    let config_extra = format!(
+        "environments:\n  staging:\n    targets:\n{targets}    service:\n      command: exec python3 app.py\n      stop_grace: 5s\n    health:\n      http: {{ path: /healthz }}\n      interval: 100ms\n      timeout: 10s\n    strategy: {{ rolling: {{ batch: 1 }} }}\n    keep_releases: 3\n"
+    );
+    // `Server::start` writes `projects:` last: the environments go in the server part's tail.
+    let mut server = Server::start(temp.path(), "", &format!("  []\n{config_extra}"));
+    let admin = server.admin();
+    publish(&admin, "1");
+    publish(&admin, "2");
+    publish(&admin, "broken");
+    let sorat = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sorat"))
+            .args(args)
+            .args(["--server", &server.url])
+            .env("SORAT_TOKEN", ADMIN)
+            .output()
+            .unwrap()
+    };
+
+    let first = sorat(&["deploy", "staging", "--artifact", "app@1"]);
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for port in &ports {
+        assert_eq!(version_on(*port).as_deref(), Some("1"));
+    }
+    let second = sorat(&["deploy", "staging", "--artifact", "app@2"]);
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+    for port in &ports {
+        assert_eq!(version_on(*port).as_deref(), Some("2"));
+    }
+
+    // A release whose service exits at once: the first host goes back to 2, the others are
+    // never switched, and the command says so with exit 1.
+    let broken = sorat(&["deploy", "staging", "--artifact", "app@broken"]);
+    let out = String::from_utf8_lossy(&broken.stdout);
+    assert_eq!(broken.status.code(), Some(1), "{out}");
+    assert!(out.contains("rolled_back"), "{out}");
+    for port in &ports {
+        assert_eq!(version_on(*port).as_deref(), Some("2"), "{out}");
+    }
+
+    // The releases table marks the current one.
+    let table = sorat(&["releases", "staging"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("*   2 app@2"), "{table}");
+
+    // Rollback: to 1 on every host.
+    let back = sorat(&["rollback", "staging"]);
+    assert_eq!(
+        back.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&back.stdout)
+    );
+    for port in &ports {
+        assert_eq!(version_on(*port).as_deref(), Some("1"));
+    }
+    // Rolling back to a release that is not there is refused before anything changes.
+    let missing = sorat(&["rollback", "staging", "--to", "99"]);
+    assert_eq!(missing.status.code(), Some(2));
+
+    // A tampered blob: the artifact no longer verifies, and nothing is deployed.
+    for entry in walk(&temp.path().join("data/artifacts")) {
+        if std::fs::read(&entry).is_ok_and(|bytes| bytes == b"2\n") {
+            std::fs::write(&entry, b"3\n").unwrap();
+        }
+    }
+    let refused = sorat(&["deploy", "staging", "--artifact", "app@2"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("does not verify"), "{err}");
+    for port in &ports {
+        assert_eq!(version_on(*port).as_deref(), Some("1"));
+    }
+
+    // A restart of the server starts the current release's services again.
+    server.kill9();
+    // The services were the server's children; the reaper stops them with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ports.iter().any(|port| version_on(*port).is_some()) {
+        assert!(Instant::now() < deadline, "services outlived their server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ports
+        .iter()
+        .any(|port| version_on(*port).as_deref() != Some("1"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "services not back after a restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, listed) = server.admin().get("/api/v1/environments");
+    let hosts = listed["environments"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(hosts.iter().all(|h| h["current"] == 1), "{listed:#}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
