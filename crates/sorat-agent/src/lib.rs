@@ -628,6 +628,11 @@ impl JobRunner {
                 token: self.options.token.clone(),
                 client: self.client.clone(),
             })),
+            deployer: Some(Arc::new(publish::HttpPublisher {
+                server: self.options.server.clone(),
+                token: self.options.token.clone(),
+                client: self.client.clone(),
+            })),
         };
         let artifacts_dir = request.artifacts_dir.clone();
         let before = artifact_manifests(artifacts_dir.as_deref());

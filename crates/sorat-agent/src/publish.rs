@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use sorat_pipeline::exec::{ArtifactPublisher, PublishFiles, PublishedArtifact};
+use sorat_pipeline::exec::{ArtifactPublisher, Deployer, PublishFiles, PublishedArtifact};
 
 /// Publishes through the server's API with the agent's token.
 #[derive(Clone, Debug)]
@@ -166,5 +166,50 @@ impl ArtifactPublisher for HttpPublisher {
     ) -> Pin<Box<dyn Future<Output = Result<PublishedArtifact, String>> + Send>> {
         let publisher = self.clone();
         Box::pin(async move { publisher.publish_files(request).await })
+    }
+}
+
+impl Deployer for HttpPublisher {
+    fn deploy(
+        &self,
+        environment: String,
+        artifact: String,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
+        let publisher = self.clone();
+        Box::pin(async move {
+            let response = publisher
+                .client
+                .post(format!(
+                    "{}/api/v1/environments/{environment}/deploy",
+                    publisher.server
+                ))
+                .bearer_auth(&publisher.token)
+                .timeout(Duration::from_secs(3600))
+                .json(&json!({ "artifact": artifact }))
+                .send()
+                .await
+                .map_err(|error| error.to_string())?;
+            let status = response.status();
+            let report: Value = response.json().await.map_err(|error| error.to_string())?;
+            if status.is_success() {
+                return Ok(format!(
+                    "release {} on {} host(s) in {} ms",
+                    report["release"],
+                    report["hosts"].as_array().map_or(0, Vec::len),
+                    report["elapsed_ms"]
+                ));
+            }
+            match report["reason"]
+                .as_str()
+                .or(report["error"]["message"].as_str())
+            {
+                Some(reason) => Err(format!(
+                    "{} ({})",
+                    reason,
+                    report["outcome"].as_str().unwrap_or("refused")
+                )),
+                None => Err(format!("HTTP {}", status.as_u16())),
+            }
+        })
     }
 }

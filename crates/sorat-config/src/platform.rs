@@ -46,6 +46,9 @@ pub struct EnvironmentConfig {
     pub rolling_batch: Option<usize>,
     /// `keep_releases` per host (default 5).
     pub keep_releases: usize,
+    /// `requires`: environments the same artifact must be deployed to (and current on every
+    /// host) first.
+    pub requires: Vec<String>,
 }
 
 /// A `local` target: a folder on this machine standing for a host.
@@ -585,7 +588,15 @@ impl Loader<'_> {
         let health = reader.get("health");
         let strategy = reader.get("strategy");
         let keep = reader.get("keep_releases");
+        let requires = reader.get("requires");
         reader.finish(self.diagnostics);
+        let requires: Vec<String> = match requires {
+            Some(node) => expect_text_list(file, node, "`requires`", self.diagnostics)
+                .into_iter()
+                .map(|(text, _)| text.to_string())
+                .collect(),
+            None => Vec::new(),
+        };
         let mut hosts = Vec::new();
         match targets.and_then(Node::as_seq) {
             Some(items) if !items.is_empty() => {
@@ -708,6 +719,7 @@ impl Loader<'_> {
             health,
             rolling_batch,
             keep_releases,
+            requires,
         })
     }
 

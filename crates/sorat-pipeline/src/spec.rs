@@ -464,17 +464,20 @@ pub enum Builtin {
     Junit,
     /// Publish files to the artifact repository as `name@version` (signed, immutable).
     PublishArtifact,
+    /// Deploy an artifact to the job's environment through the server.
+    Deploy,
 }
 
 impl Builtin {
     /// Every built-in with its canonical name.
-    pub const ALL: [(Builtin, &'static str); 6] = [
+    pub const ALL: [(Builtin, &'static str); 7] = [
         (Builtin::Checkout, "checkout"),
         (Builtin::Cache, "cache"),
         (Builtin::UploadArtifact, "upload-artifact"),
         (Builtin::DownloadArtifact, "download-artifact"),
         (Builtin::Junit, "junit"),
         (Builtin::PublishArtifact, "publish-artifact"),
+        (Builtin::Deploy, "deploy"),
     ];
 
     /// The canonical name.
@@ -553,6 +556,7 @@ impl Builtin {
                 ("version", false),
                 ("moving", false),
             ],
+            Builtin::Deploy => &[("artifact", true), ("environment", false)],
         }
     }
 
@@ -573,7 +577,7 @@ impl Builtin {
             Builtin::Cache => &["enableCrossOsArchive", "save-always"],
             Builtin::UploadArtifact => &["retention-days", "compression-level"],
             Builtin::DownloadArtifact => &["github-token", "repository", "run-id"],
-            Builtin::Junit | Builtin::PublishArtifact => &[],
+            Builtin::Junit | Builtin::PublishArtifact | Builtin::Deploy => &[],
         }
     }
 }

@@ -74,6 +74,7 @@ async fn run_test_job(given: IndexMap<String, GivenJob>) -> sorat_pipeline::reco
         }),
         artifacts_dir: None,
         publisher: None,
+        deployer: None,
     };
     let (events, _receiver) = tokio::sync::mpsc::unbounded_channel();
     let cancel = Cancel {

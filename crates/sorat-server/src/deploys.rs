@@ -213,7 +213,10 @@ pub async fn deploy(
     Path(name): Path<String>,
     Json(body): Json<DeployRequest>,
 ) -> ApiResult<Response> {
-    caller.require(&state.store, None, Role::Developer).await?;
+    // Agents deploy for a pipeline's deployment job; people need the developer role.
+    if caller.kind != sorat_state::TokenKind::Agent {
+        caller.require(&state.store, None, Role::Developer).await?;
+    }
     let environment = Arc::clone(find(&state, &name)?);
     let Some((artifact_name, version)) = body.artifact.rsplit_once('@') else {
         return Err(ApiError::field("artifact", "write NAME@VERSION"));
@@ -234,6 +237,37 @@ pub async fn deploy(
                 report.problems.join("; ")
             ),
         ));
+    }
+    // Protection: the same artifact must be current on every host of each required
+    // environment.
+    for required in &environment.config.requires {
+        let Some(other) = state.environments.get(required) else {
+            return Err(ApiError::conflict(
+                "requires",
+                format!("environment `{name}` requires `{required}`, which is not configured"),
+            ));
+        };
+        for target in &other.targets {
+            let host = target.host();
+            let current = host
+                .current()
+                .ok()
+                .flatten()
+                .and_then(|number| host.record(number).ok());
+            if current.as_ref().map(|record| record.digest.as_str())
+                != Some(artifact.digest.as_str())
+            {
+                return Err(ApiError::conflict(
+                    "requires",
+                    format!(
+                        "{} must be deployed to `{required}` first (host {} runs {})",
+                        body.artifact,
+                        host.name(),
+                        current.map_or_else(|| "nothing".to_string(), |record| record.artifact)
+                    ),
+                ));
+            }
+        }
     }
     let _busy = environment.busy.try_lock().map_err(|_| {
         ApiError::conflict(

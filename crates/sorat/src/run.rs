@@ -360,6 +360,7 @@ pub(crate) fn run(args: RunArgs) -> u8 {
         identity: None,
         artifacts_dir: None,
         publisher: Some(publisher),
+        deployer: None,
     };
     let mode = if args.output == "json" {
         OutputMode::Json

@@ -116,6 +116,7 @@ pub(crate) async fn run(
         Builtin::DownloadArtifact => download_artifact(run, &inputs, log).await,
         Builtin::Junit => junit_report(run, &inputs, log).await,
         Builtin::PublishArtifact => publish_artifact(run, &inputs, log).await,
+        Builtin::Deploy => deploy_artifact(run, &inputs, log).await,
     };
     if outcome.status == Status::Success {
         note(
@@ -1159,5 +1160,56 @@ async fn publish_artifact(
         Err(message) => {
             BuiltinOutcome::failure(format!("publishing `{name}@{version}`: {message}"))
         }
+    }
+}
+
+/// `deploy`: the artifact to an environment, through the server (the job's `environment`
+/// when the step names none).
+async fn deploy_artifact(
+    run: &mut JobRun<'_>,
+    inputs: &IndexMap<String, String>,
+    log: &Arc<Mutex<LogWriter>>,
+) -> BuiltinOutcome {
+    let Some(deployer) = run.shared.request.deployer.clone() else {
+        return BuiltinOutcome::failure(
+            "`deploy` runs on a Sorat server's agents (environments live there), not under `sorat run`",
+        );
+    };
+    let artifact = inputs.get("artifact").map_or("", |a| a.trim()).to_string();
+    if !artifact.contains('@') {
+        return BuiltinOutcome::failure(format!(
+            "`artifact` must be NAME@VERSION, found `{artifact}`"
+        ));
+    }
+    let environment = match inputs.get("environment").map(|e| e.trim().to_string()) {
+        Some(environment) if !environment.is_empty() => environment,
+        _ => match run
+            .job
+            .environment
+            .as_ref()
+            .and_then(|environment| environment.name.value.literal_text())
+        {
+            Some(name) => name.to_string(),
+            None => {
+                return BuiltinOutcome::failure(
+                    "no environment: set the job's `environment:` or the step's `environment` input",
+                );
+            }
+        },
+    };
+    match deployer.deploy(environment.clone(), artifact.clone()).await {
+        Ok(summary) => {
+            note(
+                log,
+                &format!("sorat: deployed `{artifact}` to `{environment}`: {summary}"),
+            );
+            BuiltinOutcome::success(outputs([
+                ("environment", environment),
+                ("artifact", artifact),
+            ]))
+        }
+        Err(message) => BuiltinOutcome::failure(format!(
+            "deploying `{artifact}` to `{environment}`: {message}"
+        )),
     }
 }

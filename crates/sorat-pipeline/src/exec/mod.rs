@@ -82,6 +82,20 @@ pub struct RunRequest {
     /// Where `publish-artifact` publishes: the server's artifact repository for an agent,
     /// a local one for `sorat run`; `None`: the step fails and says so.
     pub publisher: Option<Arc<dyn ArtifactPublisher>>,
+    /// Where `deploy` deploys: the server's environments for an agent; `None` for
+    /// `sorat run` (the step fails and says so).
+    pub deployer: Option<Arc<dyn Deployer>>,
+}
+
+/// Deploys an artifact to an environment (through the server). The answer is the line the
+/// step logs; an error is the step's failure reason.
+pub trait Deployer: Send + Sync + std::fmt::Debug {
+    /// Deploys `artifact` (`name@version`) to `environment`.
+    fn deploy(
+        &self,
+        environment: String,
+        artifact: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
 }
 
 /// What `publish-artifact` asks the artifact repository to publish.

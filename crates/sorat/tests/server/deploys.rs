@@ -198,3 +198,88 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_pipeline_builds_publishes_and_deploys_to_staging_then_production() {
+    let temp = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let repo_dir = temp.path().join("repo");
+    std::fs::create_dir_all(repo_dir.join(".sorat")).unwrap();
+    std::fs::write(repo_dir.join("app.py"), SERVICE).unwrap();
+    std::fs::write(
+        repo_dir.join(".sorat/pipeline.yaml"),
+        r#"on: push
+jobs:
+  build:
+    steps:
+      - uses: actions/checkout@v4
+      - run: mkdir -p dist && cp app.py dist/ && echo "${{ github.run_number }}" > dist/VERSION
+      - uses: publish-artifact
+        with:
+          name: app
+          path: dist
+          version: "${{ github.run_number }}"
+  staging:
+    needs: build
+    environment: staging
+    steps:
+      - uses: deploy
+        with:
+          artifact: app@${{ github.run_number }}
+  production:
+    needs: staging
+    environment: production
+    steps:
+      - uses: deploy
+        with:
+          artifact: app@${{ github.run_number }}
+"#,
+    )
+    .unwrap();
+    crate::support::git(&repo_dir, &["init", "-q", "-b", "main"]);
+    crate::support::git(&repo_dir, &["add", "-A"]);
+    crate::support::git(&repo_dir, &["commit", "-q", "-m", "app"]);
+    let environment = |name: &str, ports: &[u16], requires: &str| {
+        let targets: String = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("      - local: {{ dir: hosts/{name}{i}, port: {port} }}\n"))
+            .collect();
+        format!(
+            "  {name}:\n    targets:\n{targets}    service: {{ command: exec python3 app.py }}\n    health: {{ http: {{ path: /healthz }}, interval: 100ms }}\n{requires}"
+        )
+    };
+    let config = format!(
+        "  - name: shop\n    repo: {}\nenvironments:\n{}{}",
+        repo_dir.display(),
+        environment("staging", &ports[..1], ""),
+        environment("production", &ports[1..], "    requires: [staging]\n"),
+    );
+    let server = Server::start(temp.path(), "", &config);
+    let admin = server.admin();
+
+    // Straight to production: refused, staging has not run it.
+    publish(&admin, "direct");
+    let (status, body) = admin.post(
+        "/api/v1/environments/production/deploy",
+        json!({ "artifact": "app@direct" }),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("must be deployed to `staging` first"),
+        "{body}"
+    );
+
+    let id = admin.trigger("shop", json!({}));
+    let run = server.wait_run(id, Duration::from_secs(120));
+    assert_eq!(run["status"], "success", "{run:#}");
+    let number = run["number"].as_i64().unwrap().to_string();
+    for port in &ports {
+        assert_eq!(version_on(*port).as_deref(), Some(number.as_str()));
+    }
+    let (_, log) = admin.text(&format!("/api/v1/runs/{id}/jobs/production/logs"));
+    assert!(log.contains("deployed `app@1` to `production`"), "{log}");
+}
