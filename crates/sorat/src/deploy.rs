@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::exit;
-use crate::server::{Client, ClientArgs, Failed, finish, runtime};
+use crate::server::{Client, ClientArgs, Failed, with_client};
 
 /// Arguments of `sorat deploy`.
 #[derive(clap::Args)]
@@ -111,47 +111,30 @@ async fn act(client: &Client, path: &str, body: Value) -> Result<u8, Failed> {
 
 /// `sorat deploy ENV --artifact NAME@VERSION`.
 pub(crate) fn deploy(args: DeployArgs) -> u8 {
-    let Some(runtime) = runtime() else {
-        return exit::FAILURE;
-    };
-    finish(runtime.block_on(async move {
-        let client = Client::new(&args.client)?;
-        act(
-            &client,
-            &format!("/api/v1/environments/{}/deploy", args.environment),
-            json!({ "artifact": args.artifact }),
-        )
-        .await
-    }))
+    let path = format!("/api/v1/environments/{}/deploy", args.environment);
+    let body = json!({ "artifact": args.artifact });
+    with_client(&args.client, |client| async move {
+        act(&client, &path, body).await
+    })
 }
 
 /// `sorat rollback ENV [--to N]`.
 pub(crate) fn rollback(args: RollbackArgs) -> u8 {
-    let Some(runtime) = runtime() else {
-        return exit::FAILURE;
-    };
-    finish(runtime.block_on(async move {
-        let client = Client::new(&args.client)?;
-        act(
-            &client,
-            &format!("/api/v1/environments/{}/rollback", args.environment),
-            json!({ "to": args.to }),
-        )
-        .await
-    }))
+    let path = format!("/api/v1/environments/{}/rollback", args.environment);
+    let body = json!({ "to": args.to });
+    with_client(&args.client, |client| async move {
+        act(&client, &path, body).await
+    })
 }
 
 /// `sorat releases ENV`: a table per host.
 pub(crate) fn releases(args: ReleasesArgs) -> u8 {
-    let Some(runtime) = runtime() else {
-        return exit::FAILURE;
-    };
-    finish(runtime.block_on(async move {
-        let client = Client::new(&args.client)?;
+    let environment = args.environment.clone();
+    with_client(&args.client, |client| async move {
         let answer = client
             .send(
                 reqwest::Method::GET,
-                &format!("/api/v1/environments/{}/releases", args.environment),
+                &format!("/api/v1/environments/{environment}/releases"),
                 None,
             )
             .await?;
@@ -180,5 +163,5 @@ pub(crate) fn releases(args: ReleasesArgs) -> u8 {
             }
         }
         Ok(exit::SUCCESS)
-    }))
+    })
 }

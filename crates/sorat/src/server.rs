@@ -507,6 +507,22 @@ impl Client {
     }
 }
 
+/// Runs a client command: a runtime, a client from `args`, `work` with it, and the exit
+/// code (a `Failed` is printed).
+pub(crate) fn with_client<F, Fut>(args: &ClientArgs, work: F) -> u8
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<u8, Failed>>,
+{
+    let Some(runtime) = runtime() else {
+        return exit::FAILURE;
+    };
+    finish(runtime.block_on(async move {
+        let client = Client::new(args)?;
+        work(client).await
+    }))
+}
+
 pub(crate) fn finish(result: Result<u8, Failed>) -> u8 {
     match result {
         Ok(code) => code,
