@@ -129,7 +129,9 @@ pub async fn wait_healthy(check: &HealthCheck, target: &ProbeTarget) -> Result<H
         .await
         {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer within {attempt_limit:?}")),
+            Err(_) => Err(Failure::timed_out(format!(
+                "no answer within {attempt_limit:?}"
+            ))),
         };
         match result {
             Ok(()) => {
@@ -143,7 +145,12 @@ pub async fn wait_healthy(check: &HealthCheck, target: &ProbeTarget) -> Result<H
             }
             Err(failure) => {
                 in_a_row = 0;
-                last_failure = failure;
+                // An attempt that timed out only because the overall deadline shortened it says
+                // less than the failure before it: it does not hide that reason.
+                let cut_short = failure.timed_out && attempt_limit < check.attempt_timeout;
+                if !(cut_short && attempts > 1) {
+                    last_failure = failure.message;
+                }
             }
         }
         if started.elapsed() + check.interval >= check.timeout {
@@ -157,12 +164,37 @@ pub async fn wait_healthy(check: &HealthCheck, target: &ProbeTarget) -> Result<H
     }
 }
 
+/// Why one attempt failed.
+struct Failure {
+    message: String,
+    /// It ran out of time rather than seeing a wrong answer.
+    timed_out: bool,
+}
+
+impl Failure {
+    fn timed_out(message: String) -> Failure {
+        Failure {
+            message,
+            timed_out: true,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            timed_out: false,
+        }
+    }
+}
+
 async fn attempt(
     probe: &Probe,
     target: &ProbeTarget,
     client: Option<&reqwest::Client>,
     limit: Duration,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     match probe {
         Probe::Http {
             path,
@@ -170,20 +202,19 @@ async fn attempt(
         } => {
             let url = format!("http://127.0.0.1:{}{path}", target.port);
             let Some(client) = client else {
-                return Err("no HTTP client".to_owned());
+                return Err(Failure::from("no HTTP client".to_owned()));
             };
-            let response = client
-                .get(&url)
-                .send()
-                .await
-                .map_err(|error| format!("GET {url}: {}", error_chain(&error)))?;
+            let response = client.get(&url).send().await.map_err(|error| Failure {
+                message: format!("GET {url}: {}", error_chain(&error)),
+                timed_out: error.is_timeout(),
+            })?;
             let status = response.status().as_u16();
             if status == *expected_status {
                 Ok(())
             } else {
-                Err(format!(
+                Err(Failure::from(format!(
                     "GET {url} answered {status}, expected {expected_status}"
-                ))
+                )))
             }
         }
         Probe::Tcp => {
@@ -191,13 +222,13 @@ async fn attempt(
             tokio::net::TcpStream::connect(&address)
                 .await
                 .map(drop)
-                .map_err(|error| format!("cannot connect to {address}: {error}"))
+                .map_err(|error| Failure::from(format!("cannot connect to {address}: {error}")))
         }
         Probe::Command { command } => run_command(command, target, limit).await,
     }
 }
 
-async fn run_command(command: &str, target: &ProbeTarget, limit: Duration) -> Result<(), String> {
+async fn run_command(command: &str, target: &ProbeTarget, limit: Duration) -> Result<(), Failure> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -209,7 +240,7 @@ async fn run_command(command: &str, target: &ProbeTarget, limit: Duration) -> Re
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|error| format!("cannot start `{command}`: {error}"))?;
+        .map_err(|error| Failure::from(format!("cannot start `{command}`: {error}")))?;
     let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
     let waited = tokio::time::timeout(limit, child.wait()).await;
     // Whatever the probe started goes with it, also when it timed out.
@@ -218,11 +249,13 @@ async fn run_command(command: &str, target: &ProbeTarget, limit: Duration) -> Re
     }
     match waited {
         Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(format!("`{command}` ended with {status}")),
-        Ok(Err(error)) => Err(format!("`{command}`: {error}")),
+        Ok(Ok(status)) => Err(Failure::from(format!("`{command}` ended with {status}"))),
+        Ok(Err(error)) => Err(Failure::from(format!("`{command}`: {error}"))),
         Err(_) => {
             let _ = child.wait().await;
-            Err(format!("`{command}` did not end within {limit:?}"))
+            Err(Failure::timed_out(format!(
+                "`{command}` did not end within {limit:?}"
+            )))
         }
     }
 }

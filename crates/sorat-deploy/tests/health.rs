@@ -165,3 +165,28 @@ async fn command_probe_passes_on_exit_zero_and_sees_port_and_working_dir() {
     assert!(error.last_failure.contains("did not end within"), "{error}");
     assert!(error.elapsed < Duration::from_secs(3), "{error:?}");
 }
+
+#[tokio::test]
+async fn an_attempt_cut_short_by_the_deadline_does_not_hide_the_real_failure() {
+    // Each attempt takes 150 ms and exits 7; the third starts with only ~100 ms left of the
+    // overall 500 ms, so the deadline cuts it. The reason reported is still the exit status.
+    let dir = tempfile::tempdir().unwrap();
+    let probe_target = ProbeTarget {
+        port: 4242,
+        working_dir: dir.path().to_path_buf(),
+    };
+    let mut slow_failure = check(
+        Probe::Command {
+            command: "sleep 0.15; exit 7".to_owned(),
+        },
+        1,
+        500,
+    );
+    slow_failure.interval = Duration::from_millis(50);
+    slow_failure.attempt_timeout = Duration::from_millis(300);
+    let error = wait_healthy(&slow_failure, &probe_target)
+        .await
+        .unwrap_err();
+    assert!(error.attempts >= 2, "{error}");
+    assert!(error.last_failure.contains("exit status: 7"), "{error}");
+}
