@@ -6,16 +6,19 @@
 //! ran before, so no host is left on a third version; the [`DeployReport`] says per host what
 //! happened, why, and how long each phase took.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::health::{HealthCheck, ProbeTarget, wait_healthy};
-use crate::release::{Host, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseStatus};
+use crate::release::{Host, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord, ReleaseStatus};
 use crate::service::{
     RestartPolicy, ServiceLine, ServiceSpec, ServiceState, StopOutcome, Supervisor,
 };
+use crate::ssh::{RemoteService, SshHost};
 
 /// How an environment's service runs.
 #[derive(Clone, Debug)]
@@ -44,20 +47,65 @@ pub struct Environment {
     pub keep_releases: usize,
 }
 
-/// A host of an environment together with its port and the service running on it.
+/// Where a target's releases live.
+#[derive(Debug)]
+enum Place {
+    /// A folder on this machine.
+    Local(Host),
+    /// A host reached over SSH.
+    Ssh(Arc<SshHost>),
+}
+
+/// A service running for a target.
+#[derive(Debug)]
+enum Running {
+    /// Supervised by this process.
+    Local(Supervisor),
+    /// Supervised on the host; its state read over SSH.
+    Remote(RemoteService),
+}
+
+impl Running {
+    fn state(&self) -> ServiceState {
+        match self {
+            Running::Local(supervisor) => supervisor.state(),
+            Running::Remote(service) => service.state(),
+        }
+    }
+
+    fn watch(&self) -> watch::Receiver<ServiceState> {
+        match self {
+            Running::Local(supervisor) => supervisor.watch(),
+            Running::Remote(service) => service.watch(),
+        }
+    }
+}
+
+/// A host of an environment together with its port and the service running on it: a local
+/// folder ([`Target::new`]) or a host reached over SSH ([`Target::ssh`]).
 #[derive(Debug)]
 pub struct Target {
-    host: Host,
+    place: Place,
     port: u16,
     lines: Option<mpsc::Sender<ServiceLine>>,
-    service: Mutex<Option<Supervisor>>,
+    service: Mutex<Option<Running>>,
 }
 
 impl Target {
-    /// A target for `host`, whose service listens on `port`.
+    /// A target for the local folder `host`, whose service listens on `port`.
     pub fn new(host: Host, port: u16) -> Target {
         Target {
-            host,
+            place: Place::Local(host),
+            port,
+            lines: None,
+            service: Mutex::new(None),
+        }
+    }
+
+    /// A target on a host reached over SSH, whose service listens on `port` there.
+    pub fn ssh(host: SshHost, port: u16) -> Target {
+        Target {
+            place: Place::Ssh(Arc::new(host)),
             port,
             lines: None,
             service: Mutex::new(None),
@@ -70,9 +118,36 @@ impl Target {
         self
     }
 
-    /// The host.
-    pub fn host(&self) -> &Host {
-        &self.host
+    /// The host's name.
+    pub fn name(&self) -> &str {
+        match &self.place {
+            Place::Local(host) => host.name(),
+            Place::Ssh(host) => host.name(),
+        }
+    }
+
+    /// The local folder, for a local target.
+    pub fn host(&self) -> Option<&Host> {
+        match &self.place {
+            Place::Local(host) => Some(host),
+            Place::Ssh(_) => None,
+        }
+    }
+
+    /// The SSH host, for an SSH target.
+    pub fn ssh_host(&self) -> Option<&Arc<SshHost>> {
+        match &self.place {
+            Place::Local(_) => None,
+            Place::Ssh(host) => Some(host),
+        }
+    }
+
+    /// The address health checks use (`127.0.0.1` for a local target).
+    pub fn address(&self) -> &str {
+        match &self.place {
+            Place::Local(_) => "127.0.0.1",
+            Place::Ssh(host) => &host.target().address,
+        }
     }
 
     /// The service's port.
@@ -80,57 +155,209 @@ impl Target {
         self.port
     }
 
+    /// The release `current` points at, if any.
+    pub async fn current(&self) -> Result<Option<u32>, ReleaseError> {
+        match &self.place {
+            Place::Local(host) => {
+                let host = host.clone();
+                blocking_release(move || host.current()).await
+            }
+            Place::Ssh(host) => host.current().await,
+        }
+    }
+
+    /// The complete releases, in increasing order.
+    pub async fn releases(&self) -> Result<Vec<u32>, ReleaseError> {
+        match &self.place {
+            Place::Local(host) => {
+                let host = host.clone();
+                blocking_release(move || host.releases()).await
+            }
+            Place::Ssh(host) => host.releases().await,
+        }
+    }
+
+    /// The `release.json` of release `number`.
+    pub async fn record(&self, number: u32) -> Result<ReleaseRecord, ReleaseError> {
+        match &self.place {
+            Place::Local(host) => {
+                let host = host.clone();
+                blocking_release(move || host.record(number)).await
+            }
+            Place::Ssh(host) => host.record(number).await,
+        }
+    }
+
+    /// The highest release number ever completed on the host.
+    pub async fn last_number(&self) -> Result<u32, ReleaseError> {
+        match &self.place {
+            Place::Local(host) => {
+                let host = host.clone();
+                blocking_release(move || host.last_number()).await
+            }
+            Place::Ssh(host) => host.last_number().await,
+        }
+    }
+
+    async fn prepare(&self, release: &ReleaseSpec) -> Result<ReleaseRecord, ReleaseError> {
+        match &self.place {
+            Place::Local(host) => {
+                let host = host.clone();
+                let number = release.number;
+                let meta = release.meta.clone();
+                let files = release.files.clone();
+                blocking_release(move || host.prepare(number, &meta, &files)).await
+            }
+            Place::Ssh(host) => {
+                host.prepare(release.number, &release.meta, &release.files)
+                    .await
+            }
+        }
+    }
+
+    async fn switch(&self, number: u32) -> Result<(), ReleaseError> {
+        match &self.place {
+            Place::Local(host) => {
+                let host = host.clone();
+                blocking_release(move || host.switch(number)).await
+            }
+            Place::Ssh(host) => host.switch(number).await,
+        }
+    }
+
+    async fn clear_current(&self) -> Result<(), ReleaseError> {
+        match &self.place {
+            Place::Local(host) => {
+                let host = host.clone();
+                blocking_release(move || host.clear_current()).await
+            }
+            Place::Ssh(host) => host.clear_current().await,
+        }
+    }
+
+    async fn set_status(&self, number: u32, status: ReleaseStatus) {
+        let result = match &self.place {
+            Place::Local(host) => {
+                let host = host.clone();
+                blocking_release(move || host.set_status(number, status)).await
+            }
+            Place::Ssh(host) => host.set_status(number, status).await,
+        };
+        if let Err(error) = result {
+            tracing::warn!(host = %self.name(), release = number, %error, "cannot record the release's status");
+        }
+    }
+
+    async fn prune(&self, keep: usize, protect: Vec<u32>) -> Result<Vec<u32>, ReleaseError> {
+        match &self.place {
+            Place::Local(host) => {
+                let host = host.clone();
+                blocking_release(move || host.prune(keep, &protect)).await
+            }
+            Place::Ssh(host) => host.prune(keep, &protect).await,
+        }
+    }
+
     /// The service's state, when one is supervised.
     pub async fn service_state(&self) -> Option<ServiceState> {
-        self.service.lock().await.as_ref().map(Supervisor::state)
+        self.service.lock().await.as_ref().map(Running::state)
     }
 
     /// A receiver of the service's states, when one is supervised.
     pub async fn service_watch(&self) -> Option<watch::Receiver<ServiceState>> {
-        self.service.lock().await.as_ref().map(Supervisor::watch)
+        self.service.lock().await.as_ref().map(Running::watch)
     }
 
     /// (Re)starts the service of the current release, e.g. when Sorat itself starts; returns
-    /// the release it runs, or `None` when the host has no current release.
+    /// the release it runs, or `None` when the host has no current release. A service on an
+    /// SSH host that still runs (it does not depend on Sorat) is left running.
     pub async fn start(&self, env: &Environment) -> Result<Option<u32>, DeployError> {
-        let host = self.host.clone();
-        let current = blocking(move || host.current()).await?;
-        match current {
-            Some(number) => {
-                self.restart(env, number).await;
-                Ok(Some(number))
-            }
-            None => Ok(None),
-        }
+        let Some(number) = self.current().await? else {
+            return Ok(None);
+        };
+        self.restart(env, number)
+            .await
+            .map_err(|error| DeployError::Service {
+                host: self.name().to_owned(),
+                message: error,
+            })?;
+        Ok(Some(number))
     }
 
     /// Stops the service (SIGTERM, then SIGKILL after `grace`).
     pub async fn stop(&self, grace: Duration) -> StopOutcome {
-        match self.service.lock().await.take() {
-            Some(supervisor) => supervisor.stop(grace).await,
-            None => StopOutcome::NotRunning,
+        let running = self.service.lock().await.take();
+        match (&self.place, running) {
+            (_, Some(Running::Local(supervisor))) => supervisor.stop(grace).await,
+            (Place::Ssh(host), _) => host.stop_service(grace).await.unwrap_or_else(|error| {
+                tracing::warn!(host = %self.name(), %error, "stopping the service");
+                StopOutcome::NotRunning
+            }),
+            (Place::Local(_), _) => StopOutcome::NotRunning,
+        }
+    }
+
+    /// What Sorat does with the service when it shuts down: a local service is stopped (it
+    /// is Sorat's child), one on an SSH host keeps running and is only no longer watched.
+    pub async fn shutdown(&self, grace: Duration) -> StopOutcome {
+        match &self.place {
+            Place::Local(_) => self.stop(grace).await,
+            Place::Ssh(_) => {
+                self.service.lock().await.take();
+                StopOutcome::NotRunning
+            }
         }
     }
 
     /// Stops the old service and starts `release`'s; returns a receiver of its states.
-    async fn restart(&self, env: &Environment, release: u32) -> watch::Receiver<ServiceState> {
+    async fn restart(
+        &self,
+        env: &Environment,
+        release: u32,
+    ) -> Result<watch::Receiver<ServiceState>, String> {
         let mut slot = self.service.lock().await;
-        if let Some(old) = slot.take() {
-            old.stop(env.service.stop_grace).await;
+        match &self.place {
+            Place::Local(host) => {
+                if let Some(Running::Local(old)) = slot.take() {
+                    old.stop(env.service.stop_grace).await;
+                }
+                let spec = ServiceSpec {
+                    host: host.name().to_owned(),
+                    release,
+                    command: env.service.command.clone(),
+                    working_dir: host.current_path(),
+                    port: self.port,
+                    env: env.service.env.clone(),
+                    restart: env.service.restart.clone(),
+                };
+                let supervisor = Supervisor::start(spec, self.lines.clone());
+                let states = supervisor.watch();
+                *slot = Some(Running::Local(supervisor));
+                Ok(states)
+            }
+            Place::Ssh(host) => {
+                slot.take();
+                let service = host
+                    .start_service(release, &env.service, self.port, self.lines.clone())
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let states = service.watch();
+                *slot = Some(Running::Remote(service));
+                Ok(states)
+            }
         }
-        let spec = ServiceSpec {
-            host: self.host.name().to_owned(),
-            release,
-            command: env.service.command.clone(),
-            working_dir: self.host.current_path(),
-            port: self.port,
-            env: env.service.env.clone(),
-            restart: env.service.restart.clone(),
-        };
-        let supervisor = Supervisor::start(spec, self.lines.clone());
-        let states = supervisor.watch();
-        *slot = Some(supervisor);
-        states
+    }
+
+    fn probe_target(&self) -> ProbeTarget {
+        match &self.place {
+            Place::Local(host) => ProbeTarget::local(self.port, host.current_path()),
+            Place::Ssh(host) => ProbeTarget {
+                address: host.target().address.clone(),
+                port: self.port,
+                working_dir: PathBuf::from(host.current_path()),
+                remote: Some(Arc::clone(host)),
+            },
+        }
     }
 }
 
@@ -222,9 +449,9 @@ pub struct HostReport {
 }
 
 impl HostReport {
-    fn new(host: &Host, previous: Option<u32>) -> HostReport {
+    fn new(host: &str, previous: Option<u32>) -> HostReport {
         HostReport {
-            host: host.name().to_owned(),
+            host: host.to_owned(),
             previous,
             current: previous,
             outcome: HostOutcome::NotSwitched,
@@ -320,25 +547,37 @@ pub enum DeployError {
         /// The releases the host has.
         present: Vec<u32>,
     },
+    /// A host's service could not be started.
+    #[error("host {host}: {message}")]
+    Service {
+        /// The host.
+        host: String,
+        /// Why.
+        message: String,
+    },
     /// A blocking file task was lost.
     #[error("a file task failed: {0}")]
     Task(String),
 }
 
-async fn blocking<T: Send + 'static>(
+async fn blocking_release<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ReleaseError> + Send + 'static,
-) -> Result<T, DeployError> {
+) -> Result<T, ReleaseError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|error| DeployError::Task(error.to_string()))?
-        .map_err(DeployError::from)
+        .map_err(|error| ReleaseError::Remote {
+            host: String::new(),
+            action: "a file task failed",
+            message: error.to_string(),
+        })?
 }
 
 /// The next release number for these hosts: one above the highest used on any of them.
-pub fn next_release_number(targets: &[Target]) -> Result<u32, ReleaseError> {
+pub async fn next_release_number(targets: &[Target]) -> Result<u32, ReleaseError> {
+    let numbers = join_all(targets.iter().map(Target::last_number)).await;
     let mut highest = 0;
-    for target in targets {
-        highest = highest.max(target.host.last_number()?);
+    for number in numbers {
+        highest = highest.max(number?);
     }
     Ok(highest + 1)
 }
@@ -355,10 +594,9 @@ pub async fn deploy(
     let number = release.number;
     tracing::info!(environment = %env.name, release = number, ?strategy, "deploy starts");
     let mut reports = Vec::with_capacity(targets.len());
-    for target in targets {
-        let host = target.host.clone();
-        let previous = blocking(move || host.current()).await;
-        let mut report = HostReport::new(&target.host, None);
+    let currents = join_all(targets.iter().map(Target::current)).await;
+    for (target, previous) in targets.iter().zip(currents) {
+        let mut report = HostReport::new(target.name(), None);
         match previous {
             Ok(previous) => {
                 report.previous = previous;
@@ -374,15 +612,10 @@ pub async fn deploy(
 
     // Every host gets the release before any switches, so a copy or digest failure stops the
     // deploy while every host still runs what it ran.
-    let prepared = join_all(targets.iter().map(|target| {
-        let host = target.host.clone();
-        let meta = release.meta.clone();
-        let files = release.files.clone();
-        async move {
-            let since = Instant::now();
-            let result = blocking(move || host.prepare(number, &meta, &files)).await;
-            (result, since)
-        }
+    let prepared = join_all(targets.iter().map(|target| async move {
+        let since = Instant::now();
+        let result = target.prepare(release).await;
+        (result, since)
     }))
     .await;
     let mut abort_reason = None;
@@ -390,7 +623,10 @@ pub async fn deploy(
         report.time(Phase::Prepare, since);
         if let Err(error) = result {
             report.outcome = HostOutcome::PrepareFailed;
-            report.errors.push(error.to_string());
+            let text = error.to_string();
+            if report.errors.last() != Some(&text) {
+                report.errors.push(text);
+            }
         }
         if report.outcome == HostOutcome::PrepareFailed && abort_reason.is_none() {
             abort_reason = Some(format!(
@@ -433,7 +669,9 @@ pub async fn deploy(
                 Ok(()) => {
                     report.outcome = HostOutcome::Deployed;
                     report.current = Some(number);
-                    set_status(&targets[*index].host, number, ReleaseStatus::Deployed).await;
+                    targets[*index]
+                        .set_status(number, ReleaseStatus::Deployed)
+                        .await;
                 }
                 Err(error) => {
                     report.outcome = HostOutcome::FailedRolledBack;
@@ -479,15 +717,16 @@ pub async fn deploy(
                         } else {
                             ReleaseStatus::RolledBack
                         };
-                        set_status(&targets[*index].host, number, status).await;
+                        targets[*index].set_status(number, status).await;
                     }
                     Err(error) => {
                         all_reverted = false;
                         report.outcome = HostOutcome::RollbackFailed;
                         report.errors.push(format!("rollback: {error}"));
-                        let host = targets[*index].host.clone();
-                        report.current = blocking(move || host.current()).await.ok().flatten();
-                        set_status(&targets[*index].host, number, ReleaseStatus::Failed).await;
+                        report.current = targets[*index].current().await.ok().flatten();
+                        targets[*index]
+                            .set_status(number, ReleaseStatus::Failed)
+                            .await;
                     }
                 }
             }
@@ -518,9 +757,9 @@ pub async fn rollback(
     let started = Instant::now();
     let mut plan = Vec::with_capacity(targets.len());
     for target in targets {
-        let host = target.host.clone();
-        let (current, present) = blocking(move || Ok((host.current()?, host.releases()?))).await?;
-        let name = target.host.name().to_owned();
+        let current = target.current().await?;
+        let present = target.releases().await?;
+        let name = target.name().to_owned();
         let destination = match (to, current) {
             (Some(number), _) => {
                 if !present.contains(&number) {
@@ -556,7 +795,7 @@ pub async fn rollback(
     for ((target, (current, destination)), (result, timings)) in
         targets.iter().zip(&plan).zip(results)
     {
-        let mut report = HostReport::new(&target.host, *current);
+        let mut report = HostReport::new(target.name(), *current);
         report.timings = timings;
         report.current = Some(*destination);
         match result {
@@ -565,7 +804,7 @@ pub async fn rollback(
                 if let Some(from) = current
                     && from != destination
                 {
-                    set_status(&target.host, *from, ReleaseStatus::RolledBack).await;
+                    target.set_status(*from, ReleaseStatus::RolledBack).await;
                 }
             }
             Err(error) => {
@@ -612,8 +851,7 @@ async fn activate(
         });
     };
     let since = Instant::now();
-    let host = target.host.clone();
-    let switched = blocking(move || host.switch(number)).await;
+    let switched = target.switch(number).await;
     time(switch_phase, since);
     if let Err(error) = switched {
         return (
@@ -624,6 +862,17 @@ async fn activate(
     let since = Instant::now();
     let states = target.restart(env, number).await;
     time(restart_phase, since);
+    let states = match states {
+        Ok(states) => states,
+        Err(error) => {
+            return (
+                Err(format!(
+                    "cannot start the service of release {number}: {error}"
+                )),
+                timings,
+            );
+        }
+    };
     let since = Instant::now();
     let health = check(env, target, states).await;
     time(health_phase, since);
@@ -636,10 +885,7 @@ async fn check(
     target: &Target,
     states: watch::Receiver<ServiceState>,
 ) -> Result<(), String> {
-    let probe_target = ProbeTarget {
-        port: target.port,
-        working_dir: target.host.current_path(),
-    };
+    let probe_target = target.probe_target();
     tokio::select! {
         result = wait_healthy(&env.health, &probe_target) => result.map(drop).map_err(|error| error.to_string()),
         reason = gave_up(states) => Err(format!("the service would not stay up: {reason}")),
@@ -674,13 +920,12 @@ async fn revert(
         None => {
             let since = Instant::now();
             target.stop(env.service.stop_grace).await;
-            let host = target.host.clone();
-            let cleared = blocking(move || host.clear_current()).await;
+            let cleared = target.clear_current().await;
             let timings = vec![Timing {
                 phase: Phase::RollbackSwitch,
                 duration: since.elapsed(),
             }];
-            tracing::info!(host = %target.host.name(), release = failed_release, "first release failed; host left without a current release");
+            tracing::info!(host = %target.name(), release = failed_release, "first release failed; host left without a current release");
             (
                 cleared.map(|()| None).map_err(|error| error.to_string()),
                 timings,
@@ -689,20 +934,10 @@ async fn revert(
     }
 }
 
-async fn set_status(host: &Host, number: u32, status: ReleaseStatus) {
-    let host = host.clone();
-    let name = host.name().to_owned();
-    if let Err(error) = blocking(move || host.set_status(number, status)).await {
-        tracing::warn!(host = %name, release = number, %error, "cannot record the release's status");
-    }
-}
-
 async fn prune_after_success(env: &Environment, targets: &[Target], reports: &mut [HostReport]) {
     for (target, report) in targets.iter().zip(reports.iter_mut()) {
-        let host = target.host.clone();
-        let keep = env.keep_releases;
         let protect: Vec<u32> = report.previous.into_iter().collect();
-        match blocking(move || host.prune(keep, &protect)).await {
+        match target.prune(env.keep_releases, protect).await {
             Ok(removed) if !removed.is_empty() => {
                 tracing::debug!(host = %report.host, ?removed, "old releases pruned");
             }

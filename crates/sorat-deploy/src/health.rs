@@ -1,15 +1,19 @@
 //! Health checks: is a host's service answering?
 //!
-//! A [`HealthCheck`] is a [`Probe`] (HTTP status, TCP connect, or a command's exit code) tried
+//! A [`HealthCheck`] is a [`Probe`] (HTTP status, TCP connect, or a command's exit code, run on
+//! the host itself when it is reached over SSH) tried
 //! every `interval` until `success_threshold` attempts in a row pass, or `timeout` passes;
 //! then the last failure's text says why.
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+
+use crate::ssh::SshHost;
 
 /// What one attempt checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,10 +69,36 @@ impl HealthCheck {
 /// Where a check is aimed.
 #[derive(Clone, Debug)]
 pub struct ProbeTarget {
-    /// The service's port on 127.0.0.1.
+    /// The host's address for HTTP and TCP probes (`127.0.0.1` for a local host).
+    pub address: String,
+    /// The service's port there.
     pub port: u16,
     /// The working directory of a command probe.
     pub working_dir: PathBuf,
+    /// The host a command probe runs on, when it is reached over SSH (else it runs here).
+    pub remote: Option<Arc<SshHost>>,
+}
+
+impl ProbeTarget {
+    /// A service on this machine: probes go to `127.0.0.1:port`, commands run in
+    /// `working_dir`.
+    pub fn local(port: u16, working_dir: impl Into<PathBuf>) -> ProbeTarget {
+        ProbeTarget {
+            address: "127.0.0.1".to_owned(),
+            port,
+            working_dir: working_dir.into(),
+            remote: None,
+        }
+    }
+
+    /// `address:port`, with an IPv6 address in brackets.
+    fn socket_text(&self) -> String {
+        if self.address.contains(':') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
 }
 
 /// A check that passed.
@@ -200,7 +230,7 @@ async fn attempt(
             path,
             expected_status,
         } => {
-            let url = format!("http://127.0.0.1:{}{path}", target.port);
+            let url = format!("http://{}{path}", target.socket_text());
             let Some(client) = client else {
                 return Err(Failure::from("no HTTP client".to_owned()));
             };
@@ -218,13 +248,19 @@ async fn attempt(
             }
         }
         Probe::Tcp => {
-            let address = format!("127.0.0.1:{}", target.port);
+            let address = target.socket_text();
             tokio::net::TcpStream::connect(&address)
                 .await
                 .map(drop)
                 .map_err(|error| Failure::from(format!("cannot connect to {address}: {error}")))
         }
-        Probe::Command { command } => run_command(command, target, limit).await,
+        Probe::Command { command } => match &target.remote {
+            Some(host) => host
+                .probe_command(command, target.port, limit)
+                .await
+                .map_err(|(message, timed_out)| Failure { message, timed_out }),
+            None => run_command(command, target, limit).await,
+        },
     }
 }
 

@@ -17,10 +17,12 @@
 //! their digests), the state store, HTTP APIs and terminals. It never prints; it logs with
 //! `tracing` and returns reports.
 
+pub mod analysis;
 pub mod deploy;
 pub mod health;
 pub mod release;
 pub mod service;
+pub mod ssh;
 
 pub use deploy::{
     DeployError, DeployReport, Environment, HostOutcome, HostReport, Outcome, Phase, ReleaseSpec,
@@ -33,3 +35,4 @@ pub use release::{
 pub use service::{
     RestartPolicy, ServiceLine, ServiceSpec, ServiceState, StopOutcome, Stream, Supervisor,
 };
+pub use ssh::{RemoteService, SshHost, SshTarget};

@@ -93,6 +93,16 @@ pub enum ReleaseError {
         /// Why it must stay ("the current release", "protected (a rollback needs it)").
         why: &'static str,
     },
+    /// A command on a host reached over SSH failed (or the host could not be reached).
+    #[error("{action}: {message}")]
+    Remote {
+        /// The host.
+        host: String,
+        /// What was being done ("cannot connect", "cannot upload", …).
+        action: &'static str,
+        /// What the host or the SSH client said.
+        message: String,
+    },
     /// `release.json` cannot be read or written.
     #[error("{path}: {message}")]
     Record {

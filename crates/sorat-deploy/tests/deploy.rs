@@ -60,7 +60,7 @@ impl Fleet {
     fn currents(&self) -> Vec<Option<u32>> {
         self.targets
             .iter()
-            .map(|target| target.host().current().unwrap())
+            .map(|target| target.host().unwrap().current().unwrap())
             .collect()
     }
 
@@ -78,7 +78,7 @@ async fn deploy_roll_forward_fail_roll_back_and_recover_from_a_crash() {
     let base = fleet.dir.path();
 
     // v1 everywhere at once.
-    assert_eq!(next_release_number(&fleet.targets).unwrap(), 1);
+    assert_eq!(next_release_number(&fleet.targets).await.unwrap(), 1);
     let report = deploy(
         &env,
         &fleet.targets,
@@ -96,12 +96,12 @@ async fn deploy_roll_forward_fail_roll_back_and_recover_from_a_crash() {
     assert_eq!(fleet.versions().await, ["v1", "v1", "v1"]);
     assert_eq!(fleet.currents(), [Some(1); 3]);
     assert_eq!(
-        fleet.targets[0].host().record(1).unwrap().status,
+        fleet.targets[0].host().unwrap().record(1).unwrap().status,
         ReleaseStatus::Deployed
     );
 
     // v2, one host at a time.
-    assert_eq!(next_release_number(&fleet.targets).unwrap(), 2);
+    assert_eq!(next_release_number(&fleet.targets).await.unwrap(), 2);
     let report = deploy(
         &env,
         &fleet.targets,
@@ -159,11 +159,11 @@ async fn deploy_roll_forward_fail_roll_back_and_recover_from_a_crash() {
     assert_eq!(fleet.currents(), [Some(2); 3]);
     assert_eq!(fleet.versions().await, ["v2", "v2", "v2"]);
     assert_eq!(
-        fleet.targets[0].host().record(3).unwrap().status,
+        fleet.targets[0].host().unwrap().record(3).unwrap().status,
         ReleaseStatus::Failed
     );
     assert_eq!(
-        fleet.targets[1].host().record(3).unwrap().status,
+        fleet.targets[1].host().unwrap().record(3).unwrap().status,
         ReleaseStatus::Prepared
     );
     assert!(
@@ -195,7 +195,7 @@ async fn deploy_roll_forward_fail_roll_back_and_recover_from_a_crash() {
         report.elapsed
     );
     assert_eq!(
-        fleet.targets[0].host().record(2).unwrap().status,
+        fleet.targets[0].host().unwrap().record(2).unwrap().status,
         ReleaseStatus::RolledBack
     );
 
@@ -329,11 +329,11 @@ async fn a_failure_in_a_later_batch_rolls_back_the_earlier_batches_too() {
         "v1"
     );
     assert_eq!(
-        fleet.targets[0].host().record(2).unwrap().status,
+        fleet.targets[0].host().unwrap().record(2).unwrap().status,
         ReleaseStatus::RolledBack
     );
     assert_eq!(
-        fleet.targets[2].host().record(2).unwrap().status,
+        fleet.targets[2].host().unwrap().record(2).unwrap().status,
         ReleaseStatus::Failed
     );
     drop(squatter);
@@ -411,7 +411,7 @@ async fn a_bad_digest_aborts_before_any_host_switches_and_rollback_refuses_a_mis
             .all(|host| host.outcome == HostOutcome::PrepareFailed)
     );
     for target in &fleet.targets {
-        assert!(!target.host().release_path(2).exists());
+        assert!(!target.host().unwrap().release_path(2).exists());
     }
     assert_eq!(fleet.currents(), [Some(1); 3]);
 
@@ -424,7 +424,7 @@ async fn a_bad_digest_aborts_before_any_host_switches_and_rollback_refuses_a_mis
     )
     .await;
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
-    fleet.targets[1].host().remove(1, &[]).unwrap();
+    fleet.targets[1].host().unwrap().remove(1, &[]).unwrap();
     let error = rollback(&env, &fleet.targets, Some(1)).await.unwrap_err();
     assert!(
         error
@@ -434,7 +434,7 @@ async fn a_bad_digest_aborts_before_any_host_switches_and_rollback_refuses_a_mis
     );
     assert_eq!(fleet.currents(), [Some(3); 3]);
     // Pruning refuses what a rollback needs.
-    let error = fleet.targets[0].host().prune(1, &[1]).unwrap_err();
+    let error = fleet.targets[0].host().unwrap().prune(1, &[1]).unwrap_err();
     assert!(error.to_string().contains("a rollback needs it"), "{error}");
     fleet.stop().await;
 }

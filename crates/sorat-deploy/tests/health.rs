@@ -43,10 +43,7 @@ fn check(probe: Probe, threshold: u32, timeout_ms: u64) -> HealthCheck {
 }
 
 fn target(port: u16) -> ProbeTarget {
-    ProbeTarget {
-        port,
-        working_dir: std::env::temp_dir(),
-    }
+    ProbeTarget::local(port, std::env::temp_dir())
 }
 
 fn http(status: u16) -> Probe {
@@ -141,10 +138,7 @@ async fn tcp_probe_sees_a_listener_and_its_absence() {
 async fn command_probe_passes_on_exit_zero_and_sees_port_and_working_dir() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ok"), "").unwrap();
-    let probe_target = ProbeTarget {
-        port: 4242,
-        working_dir: dir.path().to_path_buf(),
-    };
+    let probe_target = ProbeTarget::local(4242, dir.path());
     let command = |text: &str| Probe::Command {
         command: text.to_owned(),
     };
@@ -171,10 +165,7 @@ async fn an_attempt_cut_short_by_the_deadline_does_not_hide_the_real_failure() {
     // Each attempt takes 150 ms and exits 7; the third starts with only ~100 ms left of the
     // overall 500 ms, so the deadline cuts it. The reason reported is still the exit status.
     let dir = tempfile::tempdir().unwrap();
-    let probe_target = ProbeTarget {
-        port: 4242,
-        working_dir: dir.path().to_path_buf(),
-    };
+    let probe_target = ProbeTarget::local(4242, dir.path());
     let mut slow_failure = check(
         Probe::Command {
             command: "sleep 0.15; exit 7".to_owned(),

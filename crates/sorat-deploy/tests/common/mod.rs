@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
 
+pub mod sshd;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

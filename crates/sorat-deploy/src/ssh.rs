@@ -1,0 +1,1026 @@
+//! Hosts reached over SSH: the same layout as a local host (`releases/<n>/`, `current`,
+//! `releases/.last`), kept by short POSIX `sh` scripts run through one multiplexed OpenSSH
+//! connection per host.
+//!
+//! The connection is OpenSSH's own client (through the `openssh` crate): key authentication
+//! with `BatchMode`, strict known-hosts checking against the given file, and everything the
+//! user's `~/.ssh/config` says (jump hosts, ciphers). One master connection per host carries
+//! every command, so a command costs a round trip, not a handshake.
+//!
+//! Files go to a host once: each blob is streamed to `blobs/sha256/<hex>` and hashed while
+//! it is written there; a blob whose digest differs is removed and the prepare fails. A
+//! release's files are copies of blobs (`cp --reflink=auto`), so a service that writes to its
+//! files cannot damage the cache, and a blob already present is verified again before use.
+//!
+//! The service runs under a small `sh` supervisor started with `setsid` (its own session and
+//! process group, detached from the SSH connection): it restarts the command with doubling
+//! backoff, gives up after repeated quick failures, and writes its state to
+//! `service/state` and the output to `service/log`. A stop sends SIGTERM to the group, then
+//! SIGKILL after the grace period.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Mutex, mpsc, watch};
+
+use crate::deploy::ServiceConfig;
+use crate::release::{
+    RELEASE_JSON, RecordedFile, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord,
+    ReleaseStatus, parse_digest,
+};
+use crate::service::{ServiceLine, ServiceState, StopOutcome, Stream};
+
+/// How to reach a host over SSH, and where its releases live there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshTarget {
+    /// The host's name in reports.
+    pub name: String,
+    /// The address to connect to (a name or an IP address); health checks use it too.
+    pub address: String,
+    /// The SSH port.
+    pub port: u16,
+    /// The user to log in as (default: the SSH configuration's, then the local user).
+    pub user: Option<String>,
+    /// The private key to authenticate with (only that key is offered).
+    pub key: Option<PathBuf>,
+    /// The known-hosts file that must hold the host's key (default `~/.ssh/known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+    /// The folder on the host that holds `releases/` and `current` (relative paths are from
+    /// the user's home).
+    pub dir: String,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// Where the local control socket of the connection goes (short path: sockets have a
+    /// length limit).
+    pub control_dir: PathBuf,
+}
+
+/// A host reached over SSH, with its connection (opened on first use, reopened after a
+/// failure).
+#[derive(Debug)]
+pub struct SshHost {
+    target: SshTarget,
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+/// What the remote `sh` writes to stdout and stderr, and how it ended.
+struct Ran {
+    stdout: String,
+    stderr: String,
+    code: Option<i32>,
+}
+
+/// `sh -c` prefix shared by every remote script: fail on the first error, `R` is the root.
+const PRELUDE: &str = "set -eu\nR=$1\nshift\n";
+
+/// The supervisor loop, run detached on the host. Arguments after the root: release, port,
+/// command, initial/max backoff in ms, reset-after in s, max rapid failures, then `K=V`
+/// environment pairs.
+const SUPERVISOR: &str = r#"R=$1; N=$2; P=$3; C=$4; D0=$5; DMAX=$6; RESET=$7; MAX=$8; shift 8
+S="$R/service"
+state() { printf '%s\n' "$*" > "$S/state.tmp" && mv "$S/state.tmp" "$S/state"; }
+failures=0; delay=$D0
+while :; do
+  state starting $((failures + 1))
+  started=$(date +%s)
+  (cd "$R/current" && exec env "$@" PORT="$P" SORAT_RELEASE="$N" sh -c "$C") &
+  child=$!
+  state running $child
+  set +e; wait $child; code=$?; set -e
+  [ -e "$S/stopping" ] && { state stopped; exit 0; }
+  state exited $code
+  if [ $(( $(date +%s) - started )) -ge "$RESET" ]; then failures=0; delay=$D0; fi
+  failures=$((failures + 1))
+  if [ "$failures" -ge "$MAX" ]; then
+    state failed "exited with code $code $failures times in a row within ${RESET}s of starting"
+    exit 1
+  fi
+  state backoff $delay
+  sleep "$((delay / 1000)).$(printf '%03d' $((delay % 1000)))"
+  delay=$((delay * 2)); [ "$delay" -gt "$DMAX" ] && delay=$DMAX
+done
+"#;
+
+fn remote_error(host: &str, action: &'static str, message: impl Into<String>) -> ReleaseError {
+    ReleaseError::Remote {
+        host: host.to_owned(),
+        action,
+        message: message.into(),
+    }
+}
+
+/// The text of an `openssh` error with its causes, and what the master connection logged.
+fn ssh_error_text(error: &openssh::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(cause_text.trim());
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl SshHost {
+    /// A host to reach as `target` says (nothing is connected yet).
+    pub fn new(target: SshTarget) -> SshHost {
+        SshHost {
+            target,
+            session: Mutex::new(None),
+        }
+    }
+
+    /// The host's name.
+    pub fn name(&self) -> &str {
+        &self.target.name
+    }
+
+    /// How it is reached.
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    /// The folder of the `current` release on the host, for command probes.
+    pub fn current_path(&self) -> String {
+        format!("{}/current", self.target.dir.trim_end_matches('/'))
+    }
+
+    async fn session(&self) -> Result<Arc<Session>, ReleaseError> {
+        let mut slot = self.session.lock().await;
+        if let Some(session) = slot.as_ref() {
+            return Ok(Arc::clone(session));
+        }
+        let target = &self.target;
+        let mut builder = SessionBuilder::default();
+        builder
+            .known_hosts_check(KnownHosts::Strict)
+            .port(target.port)
+            .connect_timeout(target.connect_timeout)
+            .server_alive_interval(Duration::from_secs(15))
+            .control_directory(&target.control_dir);
+        if let Some(user) = &target.user {
+            builder.user(user.clone());
+        }
+        if let Some(key) = &target.key {
+            builder.keyfile(key);
+        }
+        if let Some(known_hosts) = &target.known_hosts {
+            builder.user_known_hosts_file(known_hosts);
+        }
+        let session = builder.connect(&target.address).await.map_err(|error| {
+            let text = ssh_error_text(&error);
+            let hint = if text.contains("Host key verification failed")
+                || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+                || text.contains("No ED25519 host key is known")
+                || text.contains("host key is known")
+            {
+                format!(
+                    "; the host's key is not the one in {} (check it, then update that file)",
+                    target.known_hosts.as_deref().map_or_else(
+                        || "~/.ssh/known_hosts".to_owned(),
+                        |path| path.display().to_string()
+                    )
+                )
+            } else {
+                String::new()
+            };
+            remote_error(
+                &target.name,
+                "cannot connect",
+                format!(
+                    "{}@{}:{}: {text}{hint}",
+                    target.user.as_deref().unwrap_or("(default user)"),
+                    target.address,
+                    target.port
+                ),
+            )
+        })?;
+        let session = Arc::new(session);
+        *slot = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    /// Forgets the connection (it is reopened on the next command).
+    async fn drop_session(&self) {
+        self.session.lock().await.take();
+    }
+
+    /// Runs `script` with `sh -c` on the host; its arguments are the root and `args`.
+    /// `input` is copied to its stdin when given.
+    async fn run(
+        &self,
+        action: &'static str,
+        script: &str,
+        args: &[&str],
+        input: Option<Input<'_>>,
+    ) -> Result<Ran, ReleaseError> {
+        let session = self.session().await?;
+        let text = format!("{PRELUDE}{script}");
+        let mut command = session.command("sh");
+        command
+            .arg("-c")
+            .arg(&text)
+            .arg("sorat")
+            .arg(&self.target.dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = match command.spawn().await {
+            Ok(child) => child,
+            Err(error) => {
+                self.drop_session().await;
+                return Err(remote_error(self.name(), action, ssh_error_text(&error)));
+            }
+        };
+        let mut stdout = child.stdout().take();
+        let mut stderr = child.stderr().take();
+        let read_out = async {
+            let mut buffer = Vec::new();
+            if let Some(stdout) = stdout.as_mut() {
+                let _ = stdout.read_to_end(&mut buffer).await;
+            }
+            buffer
+        };
+        let read_err = async {
+            let mut buffer = Vec::new();
+            if let Some(stderr) = stderr.as_mut() {
+                let _ = stderr.read_to_end(&mut buffer).await;
+            }
+            buffer
+        };
+        let mut stdin = child.stdin().take();
+        let write_in = async {
+            let Some(input) = input else {
+                return Ok(());
+            };
+            let Some(mut pipe) = stdin.take() else {
+                return Ok(());
+            };
+            let result = match input {
+                Input::Bytes(bytes) => pipe.write_all(bytes).await,
+                Input::File(path) => match tokio::fs::File::open(path).await {
+                    Ok(mut file) => tokio::io::copy(&mut file, &mut pipe).await.map(drop),
+                    Err(error) => {
+                        return Err(format!("cannot open {}: {error}", path.display()));
+                    }
+                },
+            };
+            let _ = pipe.shutdown().await;
+            drop(pipe);
+            // A remote script that failed early closes its stdin; its stderr says why.
+            result.map_err(|error| format!("writing to the host: {error}"))
+        };
+        let (written, stdout_bytes, stderr_bytes) = tokio::join!(write_in, read_out, read_err);
+        let status = child.wait().await;
+        let stderr = String::from_utf8_lossy(&stderr_bytes).trim().to_owned();
+        let code = match status {
+            Ok(status) => status.code(),
+            Err(openssh::Error::RemoteProcessTerminated) => None,
+            Err(error) => {
+                self.drop_session().await;
+                return Err(remote_error(self.name(), action, ssh_error_text(&error)));
+            }
+        };
+        if let Err(message) = written
+            && code == Some(0)
+        {
+            return Err(remote_error(self.name(), action, message));
+        }
+        Ok(Ran {
+            stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+            stderr,
+            code,
+        })
+    }
+
+    /// Runs `script` and requires exit code 0; returns stdout.
+    async fn run_ok(
+        &self,
+        action: &'static str,
+        script: &str,
+        args: &[&str],
+        input: Option<Input<'_>>,
+    ) -> Result<String, ReleaseError> {
+        let ran = self.run(action, script, args, input).await?;
+        if ran.code == Some(0) {
+            return Ok(ran.stdout);
+        }
+        if ran.code == Some(255) {
+            // ssh's own failure (the connection went away): reconnect next time.
+            self.drop_session().await;
+        }
+        let message = if ran.stderr.is_empty() {
+            match ran.code {
+                Some(code) => format!("exited with code {code}"),
+                None => "the remote command was killed or the connection was lost".to_owned(),
+            }
+        } else {
+            ran.stderr
+        };
+        Err(remote_error(self.name(), action, message))
+    }
+
+    /// Checks that the host answers and its folder can be created.
+    pub async fn check(&self) -> Result<(), ReleaseError> {
+        self.run_ok(
+            "cannot use the host's folder",
+            "mkdir -p \"$R/releases\"",
+            &[],
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The release `current` points at, if any.
+    pub async fn current(&self) -> Result<Option<u32>, ReleaseError> {
+        let out = self
+            .run_ok(
+                "cannot read current",
+                "if [ -L \"$R/current\" ]; then readlink \"$R/current\"; fi",
+                &[],
+                None,
+            )
+            .await?;
+        let link = out.trim();
+        if link.is_empty() {
+            return Ok(None);
+        }
+        link.rsplit('/')
+            .next()
+            .and_then(|name| name.parse::<u32>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                remote_error(
+                    self.name(),
+                    "cannot read current",
+                    format!("it points at {link}, which is not a release"),
+                )
+            })
+    }
+
+    /// The complete releases, in increasing order.
+    pub async fn releases(&self) -> Result<Vec<u32>, ReleaseError> {
+        Ok(self.state().await?.releases)
+    }
+
+    /// Current, releases and the recorded last number, in one round trip.
+    async fn state(&self) -> Result<HostState, ReleaseError> {
+        let out = self
+            .run_ok(
+                "cannot list releases",
+                r#"if [ -L "$R/current" ]; then echo "current $(readlink "$R/current")"; fi
+if [ -f "$R/releases/.last" ]; then echo "last $(cat "$R/releases/.last")"; fi
+if [ -d "$R/releases" ]; then
+  for d in "$R"/releases/*; do
+    n=${d##*/}
+    case "$n" in *[!0-9]*|'') ;; *) [ -d "$d" ] && echo "release $n" ;; esac
+  done
+fi
+true"#,
+                &[],
+                None,
+            )
+            .await?;
+        let mut state = HostState::default();
+        for line in out.lines() {
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            match key {
+                "current" => {
+                    state.current = value.rsplit('/').next().and_then(|n| n.parse().ok());
+                }
+                "last" => state.last = value.trim().parse().unwrap_or(0),
+                "release" => {
+                    if let Ok(number) = value.parse() {
+                        state.releases.push(number);
+                    }
+                }
+                _ => {}
+            }
+        }
+        state.releases.sort_unstable();
+        Ok(state)
+    }
+
+    /// The highest release number ever completed on the host (0 when none).
+    pub async fn last_number(&self) -> Result<u32, ReleaseError> {
+        let state = self.state().await?;
+        Ok(state.last.max(state.releases.last().copied().unwrap_or(0)))
+    }
+
+    /// Uploads each file's blob unless the host has it (verifying a present one again), then
+    /// builds `releases/<number>.partial/` from the blobs, writes `release.json` and renames
+    /// the folder to `releases/<number>/`.
+    pub async fn prepare(
+        &self,
+        number: u32,
+        meta: &ReleaseMeta,
+        files: &[ReleaseFile],
+    ) -> Result<ReleaseRecord, ReleaseError> {
+        let used = |reason: String| ReleaseError::NumberUsed {
+            host: self.name().to_owned(),
+            number,
+            reason,
+        };
+        if number == 0 {
+            return Err(used("release numbers start at 1".to_owned()));
+        }
+        let mut recorded = Vec::with_capacity(files.len());
+        let mut manifest = String::new();
+        for file in files {
+            let path_text = file.path.to_str().unwrap_or("");
+            if !is_plain_relative(&file.path) || path_text.contains(['\n', '\r']) {
+                return Err(ReleaseError::InvalidPath(file.path.clone()));
+            }
+            let digest = parse_digest(&file.digest)?;
+            manifest.push_str(&format!(
+                "{} {:o} {path_text}\n",
+                &digest["sha256:".len()..],
+                file.mode & 0o7777
+            ));
+            recorded.push(RecordedFile {
+                path: file.path.clone(),
+                digest,
+                mode: file.mode,
+            });
+        }
+        let last = self.last_number().await?;
+        if number <= last {
+            return Err(used(format!(
+                "numbers are never reused and {last} was already used here"
+            )));
+        }
+        // Each distinct blob once: one round trip says which the host has (verified again
+        // there), then the missing ones are streamed.
+        let mut wanted: Vec<(&str, &Path)> = Vec::new();
+        for (file, recorded_file) in files.iter().zip(&recorded) {
+            let hex = &recorded_file.digest["sha256:".len()..];
+            if !wanted.iter().any(|(seen, _)| *seen == hex) {
+                wanted.push((hex, &file.source));
+            }
+        }
+        let hexes: Vec<&str> = wanted.iter().map(|(hex, _)| *hex).collect();
+        let present = self
+            .run_ok(
+                "cannot verify blobs",
+                r#"for H in "$@"; do
+  f="$R/blobs/sha256/$H"
+  [ -f "$f" ] || continue
+  sum=$(sha256sum < "$f"); sum=${sum%% *}
+  if [ "$sum" = "$H" ]; then echo "$H"; else rm -f "$f"; fi
+done"#,
+                &hexes,
+                None,
+            )
+            .await?;
+        let present: Vec<&str> = present.lines().map(str::trim).collect();
+        for (hex, source) in &wanted {
+            if !present.contains(hex) {
+                self.put_blob(hex, source).await?;
+            }
+        }
+        let record = ReleaseRecord {
+            number,
+            artifact: meta.artifact.clone(),
+            digest: parse_digest(&meta.digest)?,
+            created: jiff::Timestamp::now(),
+            who: meta.who.clone(),
+            status: ReleaseStatus::Prepared,
+            files: recorded,
+        };
+        let json = serde_json::to_string_pretty(&record).map_err(|error| ReleaseError::Record {
+            path: PathBuf::from(RELEASE_JSON),
+            message: error.to_string(),
+        })?;
+        let number_text = number.to_string();
+        self.run_ok(
+            "cannot prepare the release",
+            r#"N=$1; J=$2
+B="$R/blobs/sha256"; P="$R/releases/$N.partial"
+rm -rf "$P"; mkdir -p "$P"
+trap 'rm -rf "$P"' EXIT
+while IFS=' ' read -r hex mode path; do
+  case "$path" in */*) mkdir -p "$P/${path%/*}" ;; esac
+  cp --reflink=auto "$B/$hex" "$P/$path"
+  chmod "$mode" "$P/$path"
+done
+printf '%s\n' "$J" > "$P/release.json"
+sync -f "$P" 2>/dev/null || sync
+mv "$P" "$R/releases/$N"
+trap - EXIT
+printf '%s' "$N" > "$R/releases/.last.tmp"
+mv "$R/releases/.last.tmp" "$R/releases/.last"
+sync -f "$R/releases" 2>/dev/null || sync"#,
+            &[&number_text, &json],
+            Some(Input::Bytes(manifest.as_bytes())),
+        )
+        .await?;
+        tracing::debug!(host = %self.name(), release = number, "release prepared over ssh");
+        Ok(record)
+    }
+
+    /// Streams `source` to the host's blob `hex`, hashing it on the way; a blob whose digest
+    /// differs is not kept.
+    async fn put_blob(&self, hex: &str, source: &Path) -> Result<(), ReleaseError> {
+        let ran = self
+            .run(
+                "cannot upload",
+                r#"H=$1; B="$R/blobs/sha256"
+mkdir -p "$B"
+t="$B/.upload.$$"
+trap 'rm -f "$t" "$t.failed"' EXIT
+sum=$( { tee "$t" || : > "$t.failed"; } | sha256sum )
+sum=${sum%% *}
+if [ -e "$t.failed" ]; then echo "cannot write $t (is the disk full?)" >&2; exit 5; fi
+if [ "$sum" != "$H" ]; then echo "digest mismatch: expected sha256:$H, got sha256:$sum" >&2; exit 6; fi
+sync "$t" 2>/dev/null || sync
+mv "$t" "$B/$H"
+trap - EXIT"#,
+                &[hex],
+                Some(Input::File(source)),
+            )
+            .await?;
+        if ran.code == Some(0) {
+            return Ok(());
+        }
+        if ran.code == Some(6) {
+            let actual = ran
+                .stderr
+                .rsplit("got ")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            return Err(ReleaseError::DigestMismatch {
+                path: source.to_path_buf(),
+                expected: format!("sha256:{hex}"),
+                actual,
+            });
+        }
+        Err(remote_error(
+            self.name(),
+            "cannot upload",
+            if ran.stderr.is_empty() {
+                format!("exited with code {:?}", ran.code)
+            } else {
+                ran.stderr
+            },
+        ))
+    }
+
+    /// Points `current` at release `number` (a new symlink renamed over it).
+    pub async fn switch(&self, number: u32) -> Result<(), ReleaseError> {
+        let number_text = number.to_string();
+        let ran = self
+            .run(
+                "cannot switch current",
+                r#"N=$1
+[ -d "$R/releases/$N" ] || exit 3
+ln -sfn "releases/$N" "$R/.current.tmp"
+mv -T "$R/.current.tmp" "$R/current"
+sync -f "$R" 2>/dev/null || sync"#,
+                &[&number_text],
+                None,
+            )
+            .await?;
+        match ran.code {
+            Some(0) => Ok(()),
+            Some(3) => Err(ReleaseError::NotFound {
+                host: self.name().to_owned(),
+                number,
+            }),
+            _ => Err(remote_error(
+                self.name(),
+                "cannot switch current",
+                ran.stderr,
+            )),
+        }
+    }
+
+    /// Removes `current`.
+    pub async fn clear_current(&self) -> Result<(), ReleaseError> {
+        self.run_ok("cannot remove current", "rm -f \"$R/current\"", &[], None)
+            .await
+            .map(drop)
+    }
+
+    /// Reads `release.json` of release `number`.
+    pub async fn record(&self, number: u32) -> Result<ReleaseRecord, ReleaseError> {
+        let number_text = number.to_string();
+        let ran = self
+            .run(
+                "cannot read release.json",
+                "f=\"$R/releases/$1/release.json\"; [ -f \"$f\" ] || exit 3; cat \"$f\"",
+                &[&number_text],
+                None,
+            )
+            .await?;
+        match ran.code {
+            Some(0) => serde_json::from_str(&ran.stdout).map_err(|error| ReleaseError::Record {
+                path: PathBuf::from(format!(
+                    "{}:{}/releases/{number}/release.json",
+                    self.name(),
+                    self.target.dir
+                )),
+                message: error.to_string(),
+            }),
+            Some(3) => Err(ReleaseError::NotFound {
+                host: self.name().to_owned(),
+                number,
+            }),
+            _ => Err(remote_error(
+                self.name(),
+                "cannot read release.json",
+                ran.stderr,
+            )),
+        }
+    }
+
+    /// Sets the status in `release.json` of release `number`.
+    pub async fn set_status(&self, number: u32, status: ReleaseStatus) -> Result<(), ReleaseError> {
+        let mut record = self.record(number).await?;
+        record.status = status;
+        let json = serde_json::to_string_pretty(&record).map_err(|error| ReleaseError::Record {
+            path: PathBuf::from(RELEASE_JSON),
+            message: error.to_string(),
+        })?;
+        let number_text = number.to_string();
+        self.run_ok(
+            "cannot write release.json",
+            r#"f="$R/releases/$1/release.json"
+printf '%s\n' "$2" > "$f.tmp"
+mv "$f.tmp" "$f""#,
+            &[&number_text, &json],
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Keeps the last `keep` releases and removes older ones (refusing, before removing
+    /// anything, the current one and those in `protect`), then removes blobs no kept release
+    /// uses. Returns the removed numbers.
+    pub async fn prune(&self, keep: usize, protect: &[u32]) -> Result<Vec<u32>, ReleaseError> {
+        let state = self.state().await?;
+        let doomed: Vec<u32> = state
+            .releases
+            .iter()
+            .rev()
+            .skip(keep)
+            .rev()
+            .copied()
+            .collect();
+        for number in &doomed {
+            let why = if state.current == Some(*number) {
+                Some("the current release")
+            } else if protect.contains(number) {
+                Some("protected (a rollback needs it)")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(ReleaseError::Refused {
+                    host: self.name().to_owned(),
+                    number: *number,
+                    why,
+                });
+            }
+        }
+        let mut kept_blobs = Vec::new();
+        for number in state.releases.iter().filter(|n| !doomed.contains(n)) {
+            if let Ok(record) = self.record(*number).await {
+                for file in record.files {
+                    kept_blobs.push(file.digest["sha256:".len()..].to_owned());
+                }
+            }
+        }
+        let doomed_text: Vec<String> = doomed.iter().map(u32::to_string).collect();
+        let keep_text = format!(" {} ", kept_blobs.join(" "));
+        let mut args: Vec<&str> = vec![&keep_text];
+        args.extend(doomed_text.iter().map(String::as_str));
+        self.run_ok(
+            "cannot prune releases",
+            r#"K=$1; shift
+for n in "$@"; do
+  mv "$R/releases/$n" "$R/releases/.removing-$n-$$"
+  rm -rf "$R/releases/.removing-$n-$$"
+done
+if [ -d "$R/blobs/sha256" ]; then
+  for f in "$R"/blobs/sha256/*; do
+    [ -f "$f" ] || continue
+    case "$K" in *" ${f##*/} "*) ;; *) rm -f "$f" ;; esac
+  done
+fi"#,
+            &args,
+            None,
+        )
+        .await?;
+        Ok(doomed)
+    }
+
+    /// Starts the service of release `number` under the remote supervisor (stopping one
+    /// that runs first); returns a receiver of its states, read from the host every
+    /// `poll` while someone listens.
+    pub async fn start_service(
+        self: &Arc<Self>,
+        number: u32,
+        service: &ServiceConfig,
+        port: u16,
+        lines: Option<mpsc::Sender<ServiceLine>>,
+    ) -> Result<RemoteService, ReleaseError> {
+        let ServiceConfig {
+            command,
+            env,
+            restart,
+            stop_grace,
+        } = service;
+        self.stop_service(*stop_grace).await?;
+        let number_text = number.to_string();
+        let port_text = port.to_string();
+        let initial = restart.initial_backoff.as_millis().max(1).to_string();
+        let max = restart.max_backoff.as_millis().max(1).to_string();
+        let reset = restart.reset_after.as_secs().max(1).to_string();
+        let failures = restart.max_rapid_failures.max(1).to_string();
+        let env_pairs: Vec<String> = env
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        let mut args: Vec<&str> = vec![
+            SUPERVISOR,
+            &number_text,
+            &port_text,
+            command,
+            &initial,
+            &max,
+            &reset,
+            &failures,
+        ];
+        args.extend(env_pairs.iter().map(String::as_str));
+        self.run_ok(
+            "cannot start the service",
+            r#"L=$1; shift
+S="$R/service"
+mkdir -p "$S"
+rm -f "$S/stopping" "$S/state"
+: >> "$S/log"
+setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
+echo $! > "$S/pid""#,
+            &args,
+            None,
+        )
+        .await?;
+        let (sender, receiver) = watch::channel(ServiceState::Starting { attempt: 1 });
+        let poller = tokio::spawn(poll_state(Arc::clone(self), sender));
+        let tail = lines.map(|lines| tokio::spawn(tail_log(Arc::clone(self), number, lines)));
+        Ok(RemoteService {
+            states: receiver,
+            poller,
+            tail,
+        })
+    }
+
+    /// Stops the service: SIGTERM to its process group, SIGKILL after `grace`.
+    pub async fn stop_service(&self, grace: Duration) -> Result<StopOutcome, ReleaseError> {
+        let grace_ms = grace.as_millis().to_string();
+        let out = self
+            .run_ok(
+                "cannot stop the service",
+                r#"G=$1; S="$R/service"
+[ -f "$S/pid" ] || { echo not-running; exit 0; }
+pid=$(cat "$S/pid")
+touch "$S/stopping"
+if ! kill -0 -"$pid" 2>/dev/null; then rm -f "$S/pid"; echo not-running; exit 0; fi
+kill -TERM -"$pid" 2>/dev/null || true
+waited=0
+while kill -0 -"$pid" 2>/dev/null; do
+  if [ "$waited" -ge "$G" ]; then
+    kill -KILL -"$pid" 2>/dev/null || true
+    rm -f "$S/pid"; echo stopped > "$S/state"; echo killed; exit 0
+  fi
+  sleep 0.02; waited=$((waited + 20))
+done
+rm -f "$S/pid"; echo stopped > "$S/state"; echo terminated"#,
+                &[&grace_ms],
+                None,
+            )
+            .await?;
+        Ok(match out.trim() {
+            "killed" => StopOutcome::Killed,
+            "terminated" => StopOutcome::Terminated,
+            _ => StopOutcome::NotRunning,
+        })
+    }
+
+    /// Runs a command probe in the `current` folder with `PORT` set, cut after `limit`.
+    pub async fn probe_command(
+        &self,
+        command: &str,
+        port: u16,
+        limit: Duration,
+    ) -> Result<(), (String, bool)> {
+        let port_text = port.to_string();
+        let limit_text = format!("{:.3}", limit.as_secs_f64().max(0.001));
+        let args = [port_text.as_str(), limit_text.as_str(), command];
+        let run = self.run(
+            "cannot run the health command",
+            r#"cd "$R/current" && PORT="$1" exec timeout -s KILL "$2" sh -c "$3""#,
+            &args,
+            None,
+        );
+        let timed_out = || (format!("`{command}` did not end within {limit:?}"), true);
+        match tokio::time::timeout(limit + Duration::from_secs(2), run).await {
+            Err(_) => Err(timed_out()),
+            Ok(Err(error)) => Err((error.to_string(), false)),
+            Ok(Ok(ran)) => match ran.code {
+                Some(0) => Ok(()),
+                Some(137) => Err(timed_out()),
+                Some(code) => Err((format!("`{command}` ended with exit status: {code}"), false)),
+                None => Err((format!("`{command}` was killed"), false)),
+            },
+        }
+    }
+
+    /// Reads the supervisor's state file.
+    async fn read_state(&self) -> Result<ServiceState, ReleaseError> {
+        let out = self
+            .run_ok(
+                "cannot read the service's state",
+                "cat \"$R/service/state\" 2>/dev/null || true",
+                &[],
+                None,
+            )
+            .await?;
+        Ok(parse_state(out.trim()))
+    }
+}
+
+/// What a file's content is given as.
+enum Input<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+#[derive(Default)]
+struct HostState {
+    current: Option<u32>,
+    last: u32,
+    releases: Vec<u32>,
+}
+
+fn is_plain_relative(path: &Path) -> bool {
+    let mut any = false;
+    for component in path.components() {
+        match component {
+            std::path::Component::Normal(_) => any = true,
+            std::path::Component::CurDir => {}
+            _ => return false,
+        }
+    }
+    any
+}
+
+fn parse_state(text: &str) -> ServiceState {
+    let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+    match word {
+        "starting" => ServiceState::Starting {
+            attempt: rest.trim().parse().unwrap_or(1),
+        },
+        "running" => ServiceState::Running {
+            pid: rest.trim().parse().unwrap_or(0),
+        },
+        "exited" => ServiceState::Exited {
+            code: rest.trim().parse().unwrap_or(-1),
+        },
+        "backoff" => ServiceState::Backoff {
+            delay: Duration::from_millis(rest.trim().parse().unwrap_or(0)),
+        },
+        "failed" => ServiceState::Failed {
+            reason: rest.trim().to_owned(),
+        },
+        "stopped" => ServiceState::Stopped,
+        _ => ServiceState::Starting { attempt: 1 },
+    }
+}
+
+/// A service supervised on a host over SSH: its states, read from the host.
+#[derive(Debug)]
+pub struct RemoteService {
+    states: watch::Receiver<ServiceState>,
+    poller: tokio::task::JoinHandle<()>,
+    tail: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RemoteService {
+    /// The last state read.
+    pub fn state(&self) -> ServiceState {
+        self.states.borrow().clone()
+    }
+
+    /// A receiver of its states.
+    pub fn watch(&self) -> watch::Receiver<ServiceState> {
+        self.states.clone()
+    }
+}
+
+impl Drop for RemoteService {
+    fn drop(&mut self) {
+        self.poller.abort();
+        if let Some(tail) = &self.tail {
+            tail.abort();
+        }
+    }
+}
+
+/// Reads the remote state quickly while the service starts, then every few seconds.
+async fn poll_state(host: Arc<SshHost>, sender: watch::Sender<ServiceState>) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let pause = if started.elapsed() < Duration::from_secs(120) {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        tokio::time::sleep(pause).await;
+        match host.read_state().await {
+            Ok(state) => {
+                let ended = matches!(state, ServiceState::Failed { .. } | ServiceState::Stopped);
+                sender.send_if_modified(|old| {
+                    if *old == state {
+                        false
+                    } else {
+                        *old = state;
+                        true
+                    }
+                });
+                if ended {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::debug!(host = %host.name(), %error, "reading the service's state");
+            }
+        }
+        if sender.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Follows the service's log on the host and sends its lines (tagged with the host and
+/// release; stdout and stderr share the file, so lines are marked stdout).
+async fn tail_log(host: Arc<SshHost>, release: u32, lines: mpsc::Sender<ServiceLine>) {
+    let Ok(session) = host.session().await else {
+        return;
+    };
+    let log = format!("{}/service/log", host.target.dir.trim_end_matches('/'));
+    let mut command = session.command("tail");
+    command
+        .arg("-n0")
+        .arg("-F")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let Ok(mut child) = command.spawn().await else {
+        return;
+    };
+    let Some(stdout) = child.stdout().take() else {
+        return;
+    };
+    use tokio::io::AsyncBufReadExt;
+    let mut reader = tokio::io::BufReader::new(stdout);
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        match reader.read_until(b'\n', &mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buffer)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned();
+                let sent = lines
+                    .send(ServiceLine {
+                        host: host.name().to_owned(),
+                        release,
+                        stream: Stream::Stdout,
+                        line,
+                    })
+                    .await;
+                if sent.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = child.disconnect().await;
+}

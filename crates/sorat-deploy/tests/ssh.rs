@@ -1,0 +1,262 @@
+//! Deploys over real SSH: an OpenSSH server on 127.0.0.1 (started per test, its own host
+//! key), three "hosts" that are three folders on it, each with its own port, running the
+//! Python service under the remote supervisor.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::sshd::Sshd;
+use common::{environment, free_port, get, release_files, service_release, wait_version};
+use sorat_deploy::{
+    HostOutcome, Outcome, ReleaseStatus, SshHost, StopOutcome, Strategy, Target, deploy,
+    next_release_number, rollback,
+};
+
+fn ssh_targets(sshd: &Sshd, root: &Path, count: usize) -> Vec<Target> {
+    (0..count)
+        .map(|index| {
+            let dir = root.join(format!("host{index}"));
+            Target::ssh(
+                SshHost::new(sshd.target(&format!("ssh{index}"), &dir)),
+                free_port(),
+            )
+        })
+        .collect()
+}
+
+async fn versions(targets: &[Target]) -> Vec<String> {
+    let mut out = Vec::new();
+    for target in targets {
+        out.push(
+            wait_version(target.port(), Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|error| format!("down: {error}")),
+        );
+    }
+    out
+}
+
+async fn stop_all(targets: &[Target]) {
+    for target in targets {
+        target.stop(Duration::from_secs(3)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_roll_back_and_fail_over_ssh_on_three_hosts() {
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let hosts = sshd.hosts_dir();
+    let targets = ssh_targets(&sshd, &hosts, 3);
+    let env = environment(Duration::from_secs(20));
+
+    assert_eq!(next_release_number(&targets).await.unwrap(), 1);
+    let v1 = service_release(work.path(), 1, "v1", "ok");
+    let report = deploy(&env, &targets, &v1, Strategy::AllAtOnce).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Succeeded,
+        "{report:#?}\n{}",
+        sshd.log()
+    );
+    assert_eq!(versions(&targets).await, ["v1", "v1", "v1"]);
+    for (index, target) in targets.iter().enumerate() {
+        let host = hosts.join(format!("host{index}"));
+        assert_eq!(
+            std::fs::read_link(host.join("current")).unwrap(),
+            Path::new("releases/1")
+        );
+        // The blobs were stored once each, by digest, and the files are copies with modes.
+        let blobs = std::fs::read_dir(host.join("blobs/sha256"))
+            .unwrap()
+            .count();
+        assert_eq!(blobs, 3, "server.py, VERSION and MODE");
+        assert_eq!(
+            target.record(1).await.unwrap().status,
+            ReleaseStatus::Deployed
+        );
+        assert!(matches!(
+            target.service_state().await,
+            Some(sorat_deploy::ServiceState::Running { .. })
+        ));
+    }
+
+    // v2 rolling, one host at a time.
+    assert_eq!(next_release_number(&targets).await.unwrap(), 2);
+    let v2 = service_release(work.path(), 2, "v2", "ok");
+    let report = deploy(&env, &targets, &v2, Strategy::Rolling { batch: 1 }).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    assert_eq!(versions(&targets).await, ["v2", "v2", "v2"]);
+
+    // A rollback over SSH: every host back on 1, the service restarted and healthy.
+    let report = rollback(&env, &targets, None).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    assert_eq!(versions(&targets).await, ["v1", "v1", "v1"]);
+    assert_eq!(
+        targets[0].record(2).await.unwrap().status,
+        ReleaseStatus::RolledBack
+    );
+
+    // Forward again, then a release whose health check answers 500 on the second batch:
+    // the hosts of the first batch and the failed one go back to 3, none is left on 4.
+    let v3 = service_release(work.path(), 3, "v3", "ok");
+    let report = deploy(&env, &targets, &v3, Strategy::AllAtOnce).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    let mut bad_env = environment(Duration::from_secs(2));
+    bad_env.health.success_threshold = 1;
+    let v4 = service_release(work.path(), 4, "v4", "500");
+    let report = deploy(&bad_env, &targets, &v4, Strategy::Rolling { batch: 2 }).await;
+    assert!(
+        matches!(report.outcome, Outcome::RolledBack { .. }),
+        "{report:#?}"
+    );
+    let outcomes: Vec<_> = report
+        .hosts
+        .iter()
+        .map(|host| host.outcome.clone())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            HostOutcome::FailedRolledBack,
+            HostOutcome::FailedRolledBack,
+            HostOutcome::NotSwitched
+        ],
+        "{report:#?}"
+    );
+    assert!(
+        report.hosts[0].errors[0].contains("answered 500"),
+        "{report:#?}"
+    );
+    assert_eq!(versions(&targets).await, ["v3", "v3", "v3"]);
+    for target in &targets {
+        assert_eq!(target.current().await.unwrap(), Some(3));
+    }
+    assert_eq!(
+        targets[0].record(4).await.unwrap().status,
+        ReleaseStatus::Failed
+    );
+
+    // The service's output reaches the log file on the host.
+    let log = std::fs::read_to_string(hosts.join("host0/service/log")).unwrap();
+    assert!(log.contains("listening on"), "{log}");
+    stop_all(&targets).await;
+    for target in &targets {
+        assert!(get(target.port(), "/version").await.is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_exits_at_once_is_rolled_back_and_stopped_for_good() {
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let targets = ssh_targets(&sshd, &sshd.hosts_dir(), 1);
+    let env = environment(Duration::from_secs(20));
+    let v1 = service_release(work.path(), 1, "v1", "ok");
+    let report = deploy(&env, &targets, &v1, Strategy::AllAtOnce).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    let broken = service_release(work.path(), 2, "v2", "exit");
+    let report = deploy(&env, &targets, &broken, Strategy::AllAtOnce).await;
+    assert!(
+        matches!(report.outcome, Outcome::RolledBack { .. }),
+        "{report:#?}"
+    );
+    assert!(
+        report.hosts[0].errors[0].contains("would not stay up"),
+        "{report:#?}"
+    );
+    assert_eq!(versions(&targets).await, ["v1"]);
+    assert_eq!(
+        targets[0].stop(Duration::from_secs(3)).await,
+        StopOutcome::Terminated
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_host_key_an_unreachable_host_and_a_bad_digest_abort_before_any_switch() {
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let env = environment(Duration::from_secs(10));
+    let v1 = service_release(work.path(), 1, "v1", "ok");
+
+    // The known-hosts file holds another key for this address and port.
+    let other = tempfile::tempdir().unwrap();
+    let impostor = other.path().join("key");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&impostor)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let public = std::fs::read_to_string(impostor.with_extension("pub")).unwrap();
+    let mut fields = public.split_whitespace();
+    let wrong_known_hosts = other.path().join("known_hosts");
+    std::fs::write(
+        &wrong_known_hosts,
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            sshd.port,
+            fields.next().unwrap(),
+            fields.next().unwrap()
+        ),
+    )
+    .unwrap();
+    let good_dir = sshd.hosts_dir().join("good");
+    let bad_dir = sshd.hosts_dir().join("bad");
+    let mut mismatched = sshd.target("mismatched", &bad_dir);
+    mismatched.known_hosts = Some(wrong_known_hosts);
+    let targets = vec![
+        Target::ssh(SshHost::new(sshd.target("good", &good_dir)), free_port()),
+        Target::ssh(SshHost::new(mismatched), free_port()),
+    ];
+    let report = deploy(&env, &targets, &v1, Strategy::AllAtOnce).await;
+    let Outcome::Aborted { reason } = &report.outcome else {
+        panic!("{report:#?}")
+    };
+    assert!(reason.contains("host mismatched"), "{reason}");
+    assert!(
+        reason.contains("host key") || reason.contains("Host key"),
+        "{reason}"
+    );
+    assert_eq!(report.hosts[1].outcome, HostOutcome::PrepareFailed);
+    // Nothing switched, nothing written through the mismatched connection.
+    assert!(!good_dir.join("current").exists());
+    assert!(!bad_dir.exists());
+
+    // A host with nothing listening.
+    let mut closed = sshd.target("closed", &work.path().join("closed"));
+    closed.port = free_port();
+    let targets = vec![Target::ssh(SshHost::new(closed), free_port())];
+    let report = deploy(&env, &targets, &v1, Strategy::AllAtOnce).await;
+    let Outcome::Aborted { reason } = &report.outcome else {
+        panic!("{report:#?}")
+    };
+    assert!(reason.contains("Connection refused"), "{reason}");
+
+    // A file whose digest is not its content's: refused on the host, no blob or release
+    // left behind.
+    let targets = ssh_targets(&sshd, &sshd.hosts_dir(), 1);
+    let mut lying = service_release(work.path(), 1, "v1", "ok");
+    let truth = release_files(
+        work.path(),
+        "other",
+        &[("VERSION", "something else", 0o644)],
+    );
+    lying.files[1].digest = truth[0].digest.clone();
+    let report = deploy(&env, &targets, &lying, Strategy::AllAtOnce).await;
+    let Outcome::Aborted { reason } = &report.outcome else {
+        panic!("{report:#?}")
+    };
+    assert!(reason.contains("digest mismatch"), "{reason}");
+    let host = sshd.hosts_dir().join("host0");
+    assert!(!host.join("releases/1").exists());
+    let wrong_blob = host
+        .join("blobs/sha256")
+        .join(&truth[0].digest["sha256:".len()..]);
+    assert!(!wrong_blob.exists());
+    assert!(!host.join("current").exists());
+}
