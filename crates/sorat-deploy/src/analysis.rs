@@ -15,6 +15,11 @@
 //! query's value: a number for a scalar, an array of numbers for a vector, as in Argo's
 //! `result[0] < 0.05`) and `results` (the samples with their labels).
 //!
+//! As in Argo: with both conditions, a true failure condition wins over a true success
+//! condition, and neither true is inconclusive; with one condition, the other is its negation.
+//! Errors do not count towards `count`. A metric ending failed, erroring or inconclusive stops
+//! the whole analysis.
+//!
 //! Where this differs from Argo, on purpose:
 //! - A query that returns no data (an empty vector or matrix, or a NaN anywhere in it) is a
 //!   *failed* measurement, never an evaluated one: a condition like `result[0] > 0.05` must
