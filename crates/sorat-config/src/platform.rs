@@ -32,8 +32,9 @@ pub struct EnvironmentConfig {
     pub name: String,
     /// Where the name was written.
     pub span: Span,
-    /// `targets`: the hosts (today: `local` folders on this machine, each with its port).
-    pub hosts: Vec<LocalHost>,
+    /// `targets`: the hosts (`local` folders on this machine or `ssh` hosts), each with the
+    /// port its service listens on.
+    pub hosts: Vec<TargetConfig>,
     /// `service.command`: run with `sh -c` in the release folder, `PORT` set.
     pub command: String,
     /// `service.env`.
@@ -51,13 +52,46 @@ pub struct EnvironmentConfig {
     pub requires: Vec<String>,
 }
 
-/// A `local` target: a folder on this machine standing for a host.
+/// One entry of `targets`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LocalHost {
-    /// `dir`, relative to the config file.
-    pub dir: PathBuf,
+pub struct TargetConfig {
+    /// `name` (default `<environment>-<n>`).
+    pub name: Option<String>,
     /// `port`: the port the service listens on there.
     pub port: u16,
+    /// Where the host is.
+    pub place: TargetPlace,
+}
+
+/// Where a target is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TargetPlace {
+    /// `local: { dir, port }`: a folder on this machine standing for a host (`dir` relative
+    /// to the config file).
+    Local {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// `ssh: { host, user, ssh_port, key, known_hosts, dir, port }`.
+    Ssh(SshConfig),
+}
+
+/// A host reached over SSH.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SshConfig {
+    /// `host`: its address (a name or an IP address).
+    pub host: String,
+    /// `user` (default: the SSH configuration's, then the local user).
+    pub user: Option<String>,
+    /// `ssh_port` (default 22).
+    pub ssh_port: u16,
+    /// `key`: the private key file (relative to the config file).
+    pub key: Option<PathBuf>,
+    /// `known_hosts`: the file that must hold the host's key (relative to the config file;
+    /// default `~/.ssh/known_hosts`). Host keys are always checked.
+    pub known_hosts: Option<PathBuf>,
+    /// `dir`: the folder on the host (relative paths from the user's home).
+    pub dir: String,
 }
 
 /// `environments.<name>.health`.
@@ -573,6 +607,157 @@ impl Loader<'_> {
         out
     }
 
+    fn port(&mut self, node: &Node, what: &str) -> Option<u16> {
+        match node.as_i64() {
+            Some(value) if (1..=65535).contains(&value) => Some(value as u16),
+            _ => {
+                self.error(node.span, format!("{what} must be from 1 to 65535"));
+                None
+            }
+        }
+    }
+
+    fn target(&mut self, item: &Node, ports: &mut Vec<(u16, Span)>) -> Option<TargetConfig> {
+        let file = self.file;
+        let mut target = MapReader::new(file, item, "a target", self.diagnostics)?;
+        let local = target.get("local");
+        let ssh = target.get("ssh");
+        let name = target.get("name");
+        target.finish(self.diagnostics);
+        let name = match name {
+            Some(node) => {
+                let text = expect_text(file, node, "`name`", self.diagnostics)?.to_string();
+                if text.is_empty()
+                    || !text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    self.error(
+                        node.span,
+                        format!("target name `{text}` must be letters, digits, `-`, `_` or `.`"),
+                    );
+                    return None;
+                }
+                Some(text)
+            }
+            None => None,
+        };
+        match (local, ssh) {
+            (Some(local), None) => {
+                let mut reader = MapReader::new(file, local, "`local`", self.diagnostics)?;
+                let dir = reader.get("dir");
+                let port = reader.get("port");
+                reader.finish(self.diagnostics);
+                let (Some(dir), Some(port)) = (dir, port) else {
+                    self.error(local.head_span(file), "`local` needs `dir` and `port`");
+                    return None;
+                };
+                let dir = expect_text(file, dir, "`dir`", self.diagnostics)?;
+                let port_value = self.port(port, "`port`")?;
+                // Local targets share this machine, so they cannot share a port.
+                if let Some((_, earlier)) = ports.iter().find(|(p, _)| *p == port_value) {
+                    let line = file.line_col(earlier.start).line;
+                    self.error(
+                        port.span,
+                        format!("port {port_value} is already used by a target on line {line}"),
+                    );
+                    return None;
+                }
+                ports.push((port_value, port.span));
+                Some(TargetConfig {
+                    name,
+                    port: port_value,
+                    place: TargetPlace::Local {
+                        dir: self.base.join(dir),
+                    },
+                })
+            }
+            (None, Some(ssh)) => {
+                let mut reader = MapReader::new(file, ssh, "`ssh`", self.diagnostics)?;
+                let host = reader.get("host");
+                let user = reader.get("user");
+                let ssh_port = reader.get("ssh_port");
+                let key = reader.get("key");
+                let known_hosts = reader.get("known_hosts");
+                let dir = reader.get("dir");
+                let port = reader.get("port");
+                reader.finish(self.diagnostics);
+                let (Some(host), Some(dir), Some(port)) = (host, dir, port) else {
+                    self.error(
+                        ssh.head_span(file),
+                        "`ssh` needs `host`, `dir` and `port` (the service's port)",
+                    );
+                    return None;
+                };
+                let host = expect_text(file, host, "`host`", self.diagnostics)?.to_string();
+                if host.is_empty() || host.starts_with('-') || host.contains(char::is_whitespace) {
+                    self.error(
+                        ssh.head_span(file),
+                        format!("`host` `{host}` is not a host name or address"),
+                    );
+                    return None;
+                }
+                let dir_text = expect_text(file, dir, "`dir`", self.diagnostics)?.to_string();
+                if dir_text.is_empty() || dir_text.contains(['\n', '\r']) {
+                    self.error(dir.span, "`dir` must be a folder path on one line");
+                    return None;
+                }
+                let port_value = self.port(port, "`port`")?;
+                let ssh_port_value = match ssh_port {
+                    Some(node) => self.port(node, "`ssh_port`")?,
+                    None => 22,
+                };
+                let user = match user {
+                    Some(node) => {
+                        Some(expect_text(file, node, "`user`", self.diagnostics)?.to_string())
+                    }
+                    None => None,
+                };
+                let mut path = |node: Option<&Node>, what: &str| -> Option<Option<PathBuf>> {
+                    match node {
+                        Some(node) => {
+                            let text = expect_text(file, node, what, self.diagnostics)?;
+                            let home = std::env::var_os("HOME").map(PathBuf::from);
+                            Some(Some(match (text.strip_prefix("~/"), home) {
+                                (Some(rest), Some(home)) => home.join(rest),
+                                _ => self.base.join(text),
+                            }))
+                        }
+                        None => Some(None),
+                    }
+                };
+                let key = path(key, "`key`")?;
+                let known_hosts = path(known_hosts, "`known_hosts`")?;
+                Some(TargetConfig {
+                    name,
+                    port: port_value,
+                    place: TargetPlace::Ssh(SshConfig {
+                        host,
+                        user,
+                        ssh_port: ssh_port_value,
+                        key,
+                        known_hosts,
+                        dir: dir_text,
+                    }),
+                })
+            }
+            (Some(_), Some(_)) => {
+                self.error(
+                    item.head_span(file),
+                    "a target is `local` or `ssh`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    item.head_span(file),
+                    "a target needs `local: { dir, port }` or `ssh: { host, dir, port }` (agent targets are not built yet)",
+                );
+                None
+            }
+        }
+    }
+
     fn environment(
         &mut self,
         name: &str,
@@ -601,52 +786,17 @@ impl Loader<'_> {
         match targets.and_then(Node::as_seq) {
             Some(items) if !items.is_empty() => {
                 for item in items {
-                    let mut target = MapReader::new(file, item, "a target", self.diagnostics)?;
-                    let local = target.get("local");
-                    target.finish(self.diagnostics);
-                    let Some(local) = local else {
-                        self.error(
-                            item.head_span(file),
-                            "a target needs `local` (SSH and agent targets are not built yet)",
-                        );
-                        continue;
-                    };
-                    let mut local_reader =
-                        MapReader::new(file, local, "`local`", self.diagnostics)?;
-                    let dir = local_reader.get("dir");
-                    let port = local_reader.get("port");
-                    local_reader.finish(self.diagnostics);
-                    let (Some(dir), Some(port)) = (dir, port) else {
-                        self.error(local.head_span(file), "`local` needs `dir` and `port`");
-                        continue;
-                    };
-                    let dir = expect_text(file, dir, "`dir`", self.diagnostics)?;
-                    let port_value = match port.as_i64() {
-                        Some(value) if (1..=65535).contains(&value) => value as u16,
-                        _ => {
-                            self.error(port.span, "`port` must be from 1 to 65535");
-                            continue;
-                        }
-                    };
-                    if let Some((_, earlier)) = ports.iter().find(|(p, _)| *p == port_value) {
-                        let line = file.line_col(earlier.start).line;
-                        self.error(
-                            port.span,
-                            format!("port {port_value} is already used by a target on line {line}"),
-                        );
-                        continue;
+                    if let Some(target) = self.target(item, ports) {
+                        hosts.push(target);
                     }
-                    ports.push((port_value, port.span));
-                    hosts.push(LocalHost {
-                        dir: self.base.join(dir),
-                        port: port_value,
-                    });
                 }
             }
             _ => {
                 self.error(
                     span,
-                    format!("{what} needs `targets` (a list of `local: {{ dir, port }}`)"),
+                    format!(
+                        "{what} needs `targets` (a list of `local: {{ dir, port }}` or `ssh: {{ host, dir, port }}`)"
+                    ),
                 );
                 return None;
             }
@@ -1061,6 +1211,77 @@ mod tests {
             .map(|d| format!("{}: {}", d.location().unwrap_or_default(), d.message))
             .collect();
         (config, messages)
+    }
+
+    #[test]
+    fn environments_read_local_and_ssh_targets() {
+        let (config, messages) = load_text(
+            "environments:\n  production:\n    targets:\n      - local: { dir: hosts/a, port: 9001 }\n      - name: web-2\n        ssh: { host: 10.0.0.7, user: deploy, ssh_port: 2222, key: keys/deploy, known_hosts: keys/known_hosts, dir: /srv/web, port: 9001 }\n      - ssh: { host: web3.example.com, dir: web, port: 8080 }\n    service: { command: ./server }\n",
+        );
+        assert!(messages.is_empty(), "{messages:?}");
+        let production = &config.unwrap().environments[0];
+        assert_eq!(
+            production.hosts[0].place,
+            TargetPlace::Local {
+                dir: PathBuf::from("/etc/sorat/hosts/a")
+            }
+        );
+        assert_eq!(production.hosts[1].name.as_deref(), Some("web-2"));
+        assert_eq!(
+            production.hosts[1].place,
+            TargetPlace::Ssh(SshConfig {
+                host: "10.0.0.7".to_owned(),
+                user: Some("deploy".to_owned()),
+                ssh_port: 2222,
+                key: Some(PathBuf::from("/etc/sorat/keys/deploy")),
+                known_hosts: Some(PathBuf::from("/etc/sorat/keys/known_hosts")),
+                dir: "/srv/web".to_owned(),
+            })
+        );
+        // The same service port on another host is fine; defaults apply.
+        assert_eq!(production.hosts[1].port, 9001);
+        let TargetPlace::Ssh(third) = &production.hosts[2].place else {
+            panic!("{:?}", production.hosts[2])
+        };
+        assert_eq!((third.ssh_port, third.user.as_deref()), (22, None));
+    }
+
+    #[test]
+    fn target_mistakes_are_located() {
+        let cases = [
+            (
+                "- ssh: { host: a, port: 80 }",
+                "4:14: `ssh` needs `host`, `dir` and `port`",
+            ),
+            (
+                "- ssh: { host: a, dir: d, port: 80, ssh_port: 70000 }",
+                "4:53: `ssh_port` must be from 1 to 65535",
+            ),
+            (
+                "- { local: { dir: d, port: 1 }, ssh: { host: a, dir: d, port: 2 } }",
+                "4:9: a target is `local` or `ssh`, not both",
+            ),
+            ("- agent: build", "4:9: unknown key `agent`"),
+            (
+                "- ssh: { host: a, dir: d, port: 80, password: x }",
+                "4:43: unknown key `password`",
+            ),
+            (
+                "- ssh: { host: '-oProxyCommand=x', dir: d, port: 80 }",
+                "4:14: `host` `-oProxyCommand=x` is not a host name or address",
+            ),
+        ];
+        for (target, expected) in cases {
+            let text = format!(
+                "environments:\n  staging:\n    targets:\n    {target}\n    service: {{ command: x }}\n"
+            )
+            .replace("targets:\n    -", "targets:\n      -");
+            let (_, messages) = load_text(&text);
+            assert!(
+                messages.iter().any(|message| message.contains(expected)),
+                "{target}: {messages:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Environments and deployments through the API: deploy a signed artifact to an
 //! environment's hosts (verified first), roll back, list releases. The work is
 //! `sorat-deploy`'s; this module reads artifacts from the repository, keeps one deployment
-//! at a time per environment, and turns reports into JSON. Today's targets are `local`
-//! folders served by the server's own supervisor.
+//! at a time per environment, and turns reports into JSON. Targets are `local` folders
+//! served by the server's own supervisor, or hosts reached over SSH whose services run under
+//! a supervisor on the host (left running when the server stops).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sorat_config::platform::{EnvironmentConfig, HealthCheckKind};
+use sorat_config::platform::{EnvironmentConfig, HealthCheckKind, TargetPlace};
 use sorat_deploy::{
     DeployReport, Environment, HealthCheck, Host, Outcome, Probe, ReleaseFile, ReleaseMeta,
-    ReleaseSpec, RestartPolicy, ServiceConfig, Strategy, Target,
+    ReleaseSpec, RestartPolicy, ServiceConfig, SshHost, SshTarget, Strategy, Target,
 };
 use sorat_state::Role;
 
@@ -70,11 +71,30 @@ impl EnvironmentState {
             .hosts
             .iter()
             .enumerate()
-            .map(|(index, host)| {
-                Target::new(
-                    Host::new(format!("{}-{}", config.name, index + 1), host.dir.clone()),
-                    host.port,
-                )
+            .map(|(index, target)| {
+                let name = target
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}-{}", config.name, index + 1));
+                match &target.place {
+                    TargetPlace::Local { dir } => {
+                        Target::new(Host::new(name, dir.clone()), target.port)
+                    }
+                    TargetPlace::Ssh(ssh) => Target::ssh(
+                        SshHost::new(SshTarget {
+                            name,
+                            address: ssh.host.clone(),
+                            port: ssh.ssh_port,
+                            user: ssh.user.clone(),
+                            key: ssh.key.clone(),
+                            known_hosts: ssh.known_hosts.clone(),
+                            dir: ssh.dir.clone(),
+                            connect_timeout: Duration::from_secs(10),
+                            control_dir: std::env::temp_dir(),
+                        }),
+                        target.port,
+                    ),
+                }
             })
             .collect();
         EnvironmentState {
@@ -101,7 +121,7 @@ pub async fn start_services(state: &Arc<AppState>) {
 pub async fn stop_services(state: &Arc<AppState>) {
     for environment in state.environments.values() {
         for target in &environment.targets {
-            target.stop(environment.config.stop_grace).await;
+            target.shutdown(environment.config.stop_grace).await;
         }
     }
 }
@@ -151,9 +171,11 @@ pub async fn list(
         let mut hosts = Vec::new();
         for target in &environment.targets {
             hosts.push(json!({
-                "host": target.host().name(),
+                "host": target.name(),
+                "kind": if target.host().is_some() { "local" } else { "ssh" },
+                "address": target.address(),
                 "port": target.port(),
-                "current": target.host().current().ok().flatten(),
+                "current": target.current().await.ok().flatten(),
                 "service": format!("{:?}", target.service_state().await),
             }));
         }
@@ -172,15 +194,19 @@ pub async fn releases(
     let environment = find(&state, &name)?;
     let mut hosts = Vec::new();
     for target in &environment.targets {
-        let host = target.host();
-        let current = host.current().ok().flatten();
-        let mut numbers = host.releases().unwrap_or_default();
+        let current = match target.current().await {
+            Ok(current) => current,
+            Err(error) => {
+                hosts.push(json!({ "host": target.name(), "error": error.to_string() }));
+                continue;
+            }
+        };
+        let mut numbers = target.releases().await.unwrap_or_default();
         numbers.sort_unstable_by(|a, b| b.cmp(a));
-        let releases: Vec<Value> = numbers
-            .iter()
-            .filter_map(|number| host.record(*number).ok())
-            .map(|record| {
-                json!({
+        let mut releases = Vec::new();
+        for number in numbers {
+            if let Ok(record) = target.record(number).await {
+                releases.push(json!({
                     "number": record.number,
                     "artifact": record.artifact,
                     "digest": record.digest,
@@ -188,10 +214,10 @@ pub async fn releases(
                     "created": record.created.to_string(),
                     "status": format!("{:?}", record.status),
                     "current": Some(record.number) == current,
-                })
-            })
-            .collect();
-        hosts.push(json!({ "host": host.name(), "current": current, "releases": releases }));
+                }));
+            }
+        }
+        hosts.push(json!({ "host": target.name(), "current": current, "releases": releases }));
     }
     Ok(Json(json!({ "environment": name, "hosts": hosts })))
 }
@@ -248,12 +274,10 @@ pub async fn deploy(
             ));
         };
         for target in &other.targets {
-            let host = target.host();
-            let current = host
-                .current()
-                .ok()
-                .flatten()
-                .and_then(|number| host.record(number).ok());
+            let current = match target.current().await.ok().flatten() {
+                Some(number) => target.record(number).await.ok(),
+                None => None,
+            };
             if current.as_ref().map(|record| record.digest.as_str())
                 != Some(artifact.digest.as_str())
             {
@@ -262,7 +286,7 @@ pub async fn deploy(
                     format!(
                         "{} must be deployed to `{required}` first (host {} runs {})",
                         body.artifact,
-                        host.name(),
+                        target.name(),
                         current.map_or_else(|| "nothing".to_string(), |record| record.artifact)
                     ),
                 ));
@@ -301,7 +325,14 @@ pub async fn deploy(
         });
     }
     let number = sorat_deploy::next_release_number(&environment.targets)
-        .map_err(|error| ApiError::internal(error.to_string()))?;
+        .await
+        .map_err(|error| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "host_unreachable",
+                format!("cannot read the hosts' releases: {error}"),
+            )
+        })?;
     let spec = ReleaseSpec {
         number,
         meta: ReleaseMeta {
