@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use tokio::sync::{Mutex, mpsc, watch};
 
+use crate::analysis::{Analysis, AnalysisOutcome, AnalysisReport, MetricsSource};
 use crate::health::{HealthCheck, ProbeTarget, wait_healthy};
 use crate::release::{Host, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord, ReleaseStatus};
 use crate::service::{
@@ -45,6 +46,53 @@ pub struct Environment {
     /// How many releases each host keeps after a successful deploy (the previous one, which a
     /// rollback needs, is always kept).
     pub keep_releases: usize,
+    /// The bake window after a deploy: watched before it counts as done (none: done when
+    /// every host is healthy).
+    pub bake: Option<Bake>,
+}
+
+/// The bake window: for `duration` after the last host is switched, every host's health
+/// check keeps running and the analysis (the environment's alert conditions) is measured;
+/// a failure of either rolls every host back and says why.
+#[derive(Clone, Debug)]
+pub struct Bake {
+    /// How long.
+    pub duration: Duration,
+    /// What is measured meanwhile.
+    pub analysis: Option<Arc<AnalysisStep>>,
+}
+
+/// An analysis with the metrics source it queries, as a canary step or a bake's watch.
+#[derive(Clone)]
+pub struct AnalysisStep {
+    /// Its name in reports.
+    pub name: String,
+    /// The metrics and their conditions.
+    pub analysis: Analysis,
+    /// Where the queries go.
+    pub source: Arc<dyn MetricsSource>,
+}
+
+impl std::fmt::Debug for AnalysisStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnalysisStep")
+            .field("name", &self.name)
+            .field("analysis", &self.analysis)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One step of a canary.
+#[derive(Clone, Debug)]
+pub enum CanaryStep {
+    /// Bring the number of hosts on the new release up to this many (in the order given).
+    Hosts(usize),
+    /// Bring it up to this share of the hosts (rounded up, at least one).
+    Percent(u32),
+    /// Wait.
+    Pause(Duration),
+    /// Measure: a failed or inconclusive analysis rolls every switched host back.
+    Analysis(Arc<AnalysisStep>),
 }
 
 /// Where a target's releases live.
@@ -373,7 +421,7 @@ pub struct ReleaseSpec {
 }
 
 /// How hosts are taken to the new release.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Strategy {
     /// `batch` hosts at a time; the next batch starts when the previous one is healthy.
     Rolling {
@@ -382,6 +430,68 @@ pub enum Strategy {
     },
     /// Every host at once (rolling with one batch of all).
     AllAtOnce,
+    /// Steps in order (hosts or a share of them, pauses, analyses); the hosts the steps did
+    /// not reach follow at the end, in one batch.
+    Canary {
+        /// The steps.
+        steps: Vec<CanaryStep>,
+    },
+}
+
+/// What a deploy does next, planned from its strategy.
+enum Action {
+    /// Switch these hosts (indices) together.
+    Switch(std::ops::Range<usize>),
+    /// Wait.
+    Pause(Duration),
+    /// Measure.
+    Analyze(Arc<AnalysisStep>),
+}
+
+fn plan(strategy: &Strategy, hosts: usize) -> Vec<Action> {
+    let batches = |batch: usize| {
+        (0..hosts)
+            .step_by(batch.max(1))
+            .map(|start| Action::Switch(start..(start + batch.max(1)).min(hosts)))
+            .collect()
+    };
+    match strategy {
+        Strategy::Rolling { batch } => batches(*batch),
+        Strategy::AllAtOnce => batches(hosts),
+        Strategy::Canary { steps } => {
+            let mut actions = Vec::new();
+            let mut done = 0;
+            for step in steps {
+                let wanted = match step {
+                    CanaryStep::Hosts(count) => Some((*count).min(hosts)),
+                    CanaryStep::Percent(percent) => Some(
+                        (hosts * (*percent).min(100) as usize)
+                            .div_ceil(100)
+                            .max(1)
+                            .min(hosts),
+                    ),
+                    CanaryStep::Pause(duration) => {
+                        actions.push(Action::Pause(*duration));
+                        None
+                    }
+                    CanaryStep::Analysis(step) => {
+                        actions.push(Action::Analyze(Arc::clone(step)));
+                        None
+                    }
+                };
+                if let Some(wanted) = wanted
+                    && wanted > done
+                {
+                    actions.push(Action::Switch(done..wanted));
+                    done = wanted;
+                }
+            }
+            if done < hosts {
+                actions.push(Action::Switch(done..hosts));
+            }
+            actions
+        }
+    }
 }
 
 /// A phase of a host's deploy or rollback.
@@ -510,6 +620,10 @@ pub struct DeployReport {
     pub outcome: Outcome,
     /// Per host, in the order given.
     pub hosts: Vec<HostReport>,
+    /// The analyses run (canary steps, then the bake's), with every measurement.
+    pub analyses: Vec<(String, AnalysisReport)>,
+    /// How the bake window ended, when there was one (`None` inside: it passed).
+    pub bake: Option<Option<String>>,
     /// How long it took in all.
     pub elapsed: Duration,
 }
@@ -643,49 +757,81 @@ pub async fn deploy(
             release: Some(number),
             outcome: Outcome::Aborted { reason },
             hosts: reports,
+            analyses: Vec::new(),
+            bake: None,
             elapsed: started.elapsed(),
         };
     }
 
-    let batch = match strategy {
-        Strategy::Rolling { batch } => batch.max(1),
-        Strategy::AllAtOnce => targets.len().max(1),
-    };
-    let indices: Vec<usize> = (0..targets.len()).collect();
     let mut switched: Vec<usize> = Vec::new();
     let mut failure = None;
-    for chunk in indices.chunks(batch) {
-        let results = join_all(
-            chunk
-                .iter()
-                .map(|index| activate(env, &targets[*index], number, Phase::Switch)),
-        )
-        .await;
-        for (index, (result, timings)) in chunk.iter().zip(results) {
-            let report = &mut reports[*index];
-            report.timings.extend(timings);
-            switched.push(*index);
-            match result {
-                Ok(()) => {
-                    report.outcome = HostOutcome::Deployed;
-                    report.current = Some(number);
-                    targets[*index]
-                        .set_status(number, ReleaseStatus::Deployed)
-                        .await;
-                }
-                Err(error) => {
-                    report.outcome = HostOutcome::FailedRolledBack;
-                    report.current = Some(number);
-                    if failure.is_none() {
-                        failure = Some(format!("host {}: {error}", report.host));
+    let mut analyses = Vec::new();
+    for action in plan(&strategy, targets.len()) {
+        match action {
+            Action::Switch(range) => {
+                let chunk: Vec<usize> = range.collect();
+                let results = join_all(
+                    chunk
+                        .iter()
+                        .map(|index| activate(env, &targets[*index], number, Phase::Switch)),
+                )
+                .await;
+                for (index, (result, timings)) in chunk.iter().zip(results) {
+                    let report = &mut reports[*index];
+                    report.timings.extend(timings);
+                    switched.push(*index);
+                    match result {
+                        Ok(()) => {
+                            report.outcome = HostOutcome::Deployed;
+                            report.current = Some(number);
+                            targets[*index]
+                                .set_status(number, ReleaseStatus::Deployed)
+                                .await;
+                        }
+                        Err(error) => {
+                            report.outcome = HostOutcome::FailedRolledBack;
+                            report.current = Some(number);
+                            if failure.is_none() {
+                                failure = Some(format!("host {}: {error}", report.host));
+                            }
+                            report.errors.push(error);
+                        }
                     }
-                    report.errors.push(error);
                 }
+            }
+            Action::Pause(duration) => {
+                tracing::info!(environment = %env.name, release = number, ?duration, "canary pause");
+                tokio::time::sleep(duration).await;
+            }
+            Action::Analyze(step) => {
+                tracing::info!(environment = %env.name, release = number, analysis = %step.name, "canary analysis");
+                let report = step.analysis.run(step.source.as_ref(), None).await;
+                if let Some(reason) = analysis_failure(&step.name, &report.outcome) {
+                    failure = Some(reason);
+                }
+                analyses.push((step.name.clone(), report));
             }
         }
         if failure.is_some() {
             break;
         }
+    }
+
+    let mut bake_result = None;
+    if failure.is_none()
+        && let Some(bake) = &env.bake
+    {
+        tracing::info!(environment = %env.name, release = number, duration = ?bake.duration, "bake window");
+        let (result, analysis) = watch_bake(env, targets, bake).await;
+        if let Some(report) = analysis
+            && let Some(step) = &bake.analysis
+        {
+            analyses.push((step.name.clone(), report));
+        }
+        if let Err(reason) = &result {
+            failure = Some(format!("bake window: {reason}"));
+        }
+        bake_result = Some(result.err());
     }
 
     let outcome = match failure {
@@ -743,6 +889,8 @@ pub async fn deploy(
         release: Some(number),
         outcome,
         hosts: reports,
+        analyses,
+        bake: bake_result,
         elapsed: started.elapsed(),
     }
 }
@@ -827,6 +975,8 @@ pub async fn rollback(
         release: to,
         outcome,
         hosts: reports,
+        analyses: Vec::new(),
+        bake: None,
         elapsed: started.elapsed(),
     })
 }
@@ -943,6 +1093,98 @@ async fn prune_after_success(env: &Environment, targets: &[Target], reports: &mu
             }
             Ok(_) => {}
             Err(error) => report.prune_note = Some(error.to_string()),
+        }
+    }
+}
+
+/// Why an analysis stops a deploy, if it does: a failure, and an inconclusive result too
+/// (nobody is asked to decide yet, so the safe side is taken).
+fn analysis_failure(name: &str, outcome: &AnalysisOutcome) -> Option<String> {
+    match outcome {
+        AnalysisOutcome::Successful => None,
+        AnalysisOutcome::Failed { reason } => Some(format!("analysis {name} failed: {reason}")),
+        AnalysisOutcome::Inconclusive { reason } => Some(format!(
+            "analysis {name} was inconclusive ({reason}); rolled back rather than left half-done"
+        )),
+    }
+}
+
+/// Watches every host's health (and the bake's analysis) for the bake's duration. Ends
+/// early with the first failure.
+async fn watch_bake(
+    env: &Environment,
+    targets: &[Target],
+    bake: &Bake,
+) -> (Result<(), String>, Option<AnalysisReport>) {
+    let deadline = tokio::time::Instant::now() + bake.duration;
+    let health = async {
+        loop {
+            let results = join_all(targets.iter().map(|target| async move {
+                let mut single = env.health.clone();
+                single.success_threshold = 1;
+                let states = target.service_watch().await;
+                let probe = target.probe_target();
+                let checked = async {
+                    wait_healthy(&single, &probe)
+                        .await
+                        .map(drop)
+                        .map_err(|error| error.to_string())
+                };
+                let result = match states {
+                    Some(states) => tokio::select! {
+                        result = checked => result,
+                        reason = gave_up(states) => Err(format!("the service would not stay up: {reason}")),
+                    },
+                    None => checked.await,
+                };
+                result.map_err(|error| format!("host {}: {error}", target.name()))
+            }))
+            .await;
+            if let Some(error) = results.into_iter().find_map(Result::err) {
+                return Err(error);
+            }
+            if tokio::time::Instant::now() + env.health.interval >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(env.health.interval).await;
+        }
+    };
+    let analysis = async {
+        match &bake.analysis {
+            Some(step) => Some(step.analysis.run(step.source.as_ref(), None).await),
+            None => None,
+        }
+    };
+    tokio::pin!(health);
+    tokio::pin!(analysis);
+    let mut report = None;
+    let mut analysis_done = bake.analysis.is_none();
+    loop {
+        tokio::select! {
+            result = &mut health => {
+                if result.is_err() {
+                    return (result, report);
+                }
+                // The health watch lasted the whole window; wait for the analysis to end.
+                if analysis_done {
+                    return (Ok(()), report);
+                }
+                let measured = analysis.as_mut().await;
+                let verdict = measured.as_ref().and_then(|measured| {
+                    analysis_failure(bake.analysis.as_ref().map_or("", |step| step.name.as_str()), &measured.outcome)
+                });
+                return (verdict.map_or(Ok(()), Err), measured);
+            }
+            measured = &mut analysis, if !analysis_done => {
+                analysis_done = true;
+                let verdict = measured.as_ref().and_then(|measured| {
+                    analysis_failure(bake.analysis.as_ref().map_or("", |step| step.name.as_str()), &measured.outcome)
+                });
+                report = measured;
+                if let Some(reason) = verdict {
+                    return (Err(reason), report);
+                }
+            }
         }
     }
 }

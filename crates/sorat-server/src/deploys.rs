@@ -66,6 +66,7 @@ impl EnvironmentState {
                 success_threshold: config.health.success_threshold,
             },
             keep_releases: config.keep_releases,
+            bake: None,
         };
         let targets = config
             .hosts

@@ -14,7 +14,8 @@ use sorat_deploy::{
 };
 
 /// The service the deploy tests run: `/healthz` answers 200 (or 500 when MODE says `500`),
-/// `/version` answers the content of VERSION; MODE `exit` exits at once with code 3.
+/// `/version` answers the content of VERSION, `/` answers 200 (500 when MODE says `errors`)
+/// and counts its answers by code in `/metrics`; MODE `exit` exits at once with code 3.
 /// SIGTERM is handled: it prints a line and exits 0.
 pub const SERVER_PY: &str = r#"
 import http.server, os, signal, sys
@@ -27,12 +28,19 @@ def on_term(signum, frame):
     print("got SIGTERM, stopping", flush=True)
     sys.exit(0)
 signal.signal(signal.SIGTERM, on_term)
+COUNTS = {"200": 0, "500": 0}
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/healthz":
             code, body = (500, b"broken") if MODE == "500" else (200, b"ok")
         elif self.path == "/version":
             code, body = 200, VERSION.encode()
+        elif self.path == "/":
+            code, body = (500, b"error") if MODE == "errors" else (200, b"hello")
+            COUNTS[str(code)] += 1
+        elif self.path == "/metrics":
+            code = 200
+            body = "".join('http_requests_total{code="%s"} %d\n' % item for item in COUNTS.items()).encode()
         else:
             code, body = 404, b"not found"
         self.send_response(code)
@@ -123,6 +131,7 @@ pub fn environment(health_timeout: Duration) -> Environment {
             success_threshold: 2,
         },
         keep_releases: 5,
+        bake: None,
     }
 }
 
