@@ -43,13 +43,93 @@ pub struct EnvironmentConfig {
     pub stop_grace: Duration,
     /// `health`.
     pub health: HealthConfig,
-    /// `strategy`: `all-at-once`, or `{ rolling: { batch: N } }` (default rolling, batch 1).
-    pub rolling_batch: Option<usize>,
+    /// `strategy` (default rolling, batch 1).
+    pub strategy: StrategyConfig,
+    /// `analyses`: named analyses (Prometheus queries and their conditions) that canary steps
+    /// and the bake window refer to.
+    pub analyses: Vec<AnalysisConfig>,
+    /// `bake`: the window after a deploy during which health and an analysis are watched.
+    pub bake: Option<BakeConfig>,
     /// `keep_releases` per host (default 5).
     pub keep_releases: usize,
     /// `requires`: environments the same artifact must be deployed to (and current on every
     /// host) first.
     pub requires: Vec<String>,
+}
+
+/// `environments.<name>.strategy`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StrategyConfig {
+    /// `all-at-once`.
+    AllAtOnce,
+    /// `{ rolling: { batch: N } }`.
+    Rolling {
+        /// Hosts per batch.
+        batch: usize,
+    },
+    /// `{ canary: { steps: [...] } }`.
+    Canary {
+        /// The steps.
+        steps: Vec<CanaryStepConfig>,
+    },
+}
+
+/// One step of `strategy.canary.steps`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CanaryStepConfig {
+    /// `hosts: N`.
+    Hosts(usize),
+    /// `percent: P`.
+    Percent(u32),
+    /// `pause: 30s`.
+    Pause(Duration),
+    /// `analysis: NAME` (one of the environment's `analyses`).
+    Analysis(String),
+}
+
+/// `environments.<name>.analyses.<analysis>`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisConfig {
+    /// Its name (the key).
+    pub name: String,
+    /// `prometheus`: the base URL of a Prometheus-compatible query API.
+    pub prometheus: String,
+    /// `metrics`.
+    pub metrics: Vec<MetricConfig>,
+}
+
+/// One of an analysis' `metrics`, as Argo Rollouts' analysis templates have them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricConfig {
+    /// `name`.
+    pub name: String,
+    /// `query`: PromQL (checked when read).
+    pub query: String,
+    /// `interval` (default 1m).
+    pub interval: Duration,
+    /// `count` (default 1).
+    pub count: u32,
+    /// `initial_delay` (default 0).
+    pub initial_delay: Duration,
+    /// `success_condition`: an expression over `result` (checked when read).
+    pub success_condition: Option<String>,
+    /// `failure_condition`.
+    pub failure_condition: Option<String>,
+    /// `failure_limit` (default 0).
+    pub failure_limit: u32,
+    /// `inconclusive_limit` (default 0).
+    pub inconclusive_limit: u32,
+    /// `consecutive_error_limit` (default 4).
+    pub consecutive_error_limit: u32,
+}
+
+/// `environments.<name>.bake`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BakeConfig {
+    /// `duration`.
+    pub duration: Duration,
+    /// `analysis`: the analysis watched meanwhile.
+    pub analysis: Option<String>,
 }
 
 /// One entry of `targets`.
@@ -773,6 +853,8 @@ impl Loader<'_> {
         let health = reader.get("health");
         let strategy = reader.get("strategy");
         let keep = reader.get("keep_releases");
+        let analyses_node = reader.get("analyses");
+        let bake_node = reader.get("bake");
         let requires = reader.get("requires");
         reader.finish(self.diagnostics);
         let requires: Vec<String> = match requires {
@@ -836,27 +918,73 @@ impl Loader<'_> {
                 success_threshold: 1,
             },
         };
-        let rolling_batch = match strategy {
-            None => Some(1),
-            Some(node) if node.as_str() == Some("all-at-once") => None,
+        let analyses = match analyses_node {
+            Some(node) => self.analyses(node),
+            None => Vec::new(),
+        };
+        let known = |name: &str| analyses.iter().any(|analysis| analysis.name == name);
+        let strategy = match strategy {
+            None => StrategyConfig::Rolling { batch: 1 },
+            Some(node) if node.as_str() == Some("all-at-once") => StrategyConfig::AllAtOnce,
             Some(node) => {
                 let mut strategy_reader =
                     MapReader::new(file, node, "`strategy`", self.diagnostics)?;
                 let rolling = strategy_reader.get("rolling");
+                let canary = strategy_reader.get("canary");
                 strategy_reader.finish(self.diagnostics);
-                let Some(rolling) = rolling else {
-                    self.error(
-                        node.head_span(file),
-                        "`strategy` is `all-at-once` or `{ rolling: { batch: N } }`",
-                    );
-                    return None;
-                };
-                let mut rolling_reader =
-                    MapReader::new(file, rolling, "`rolling`", self.diagnostics)?;
-                let batch = rolling_reader.get("batch");
-                rolling_reader.finish(self.diagnostics);
-                Some(self.count(batch, "`rolling.batch`", 1, 1..=10_000) as usize)
+                match (rolling, canary) {
+                    (Some(rolling), None) => {
+                        let mut rolling_reader =
+                            MapReader::new(file, rolling, "`rolling`", self.diagnostics)?;
+                        let batch = rolling_reader.get("batch");
+                        rolling_reader.finish(self.diagnostics);
+                        StrategyConfig::Rolling {
+                            batch: self.count(batch, "`rolling.batch`", 1, 1..=10_000) as usize,
+                        }
+                    }
+                    (None, Some(canary)) => {
+                        let steps = self.canary_steps(canary, &known)?;
+                        StrategyConfig::Canary { steps }
+                    }
+                    _ => {
+                        self.error(
+                            node.head_span(file),
+                            "`strategy` is `all-at-once`, `{ rolling: { batch: N } }` or `{ canary: { steps: [...] } }`",
+                        );
+                        return None;
+                    }
+                }
             }
+        };
+        let bake = match bake_node {
+            Some(node) => {
+                let mut bake_reader = MapReader::new(file, node, "`bake`", self.diagnostics)?;
+                let duration_node = bake_reader.get("duration");
+                let analysis = bake_reader.get("analysis");
+                bake_reader.finish(self.diagnostics);
+                if duration_node.is_none() {
+                    self.error(node.head_span(file), "`bake` needs a `duration`");
+                    return None;
+                }
+                let duration = self.duration(duration_node, "`bake.duration`", 0);
+                let analysis = match analysis {
+                    Some(analysis_node) => {
+                        let text =
+                            expect_text(file, analysis_node, "`bake.analysis`", self.diagnostics)?
+                                .to_string();
+                        if !known(&text) {
+                            self.error(
+                                analysis_node.span,
+                                format!("no analysis `{text}` in this environment's `analyses`"),
+                            );
+                        }
+                        Some(text)
+                    }
+                    None => None,
+                };
+                Some(BakeConfig { duration, analysis })
+            }
+            None => None,
         };
         let keep_releases = self.count(keep, "`keep_releases`", 5, 2..=1000) as usize;
         Some(EnvironmentConfig {
@@ -867,9 +995,219 @@ impl Loader<'_> {
             env: env_pairs,
             stop_grace,
             health,
-            rolling_batch,
+            strategy,
+            analyses,
+            bake,
             keep_releases,
             requires,
+        })
+    }
+
+    fn canary_steps(
+        &mut self,
+        canary: &Node,
+        known: &dyn Fn(&str) -> bool,
+    ) -> Option<Vec<CanaryStepConfig>> {
+        let file = self.file;
+        let mut reader = MapReader::new(file, canary, "`canary`", self.diagnostics)?;
+        let steps = reader.get("steps");
+        reader.finish(self.diagnostics);
+        let Some(items) = steps
+            .and_then(Node::as_seq)
+            .filter(|items| !items.is_empty())
+        else {
+            self.error(
+                canary.head_span(file),
+                "`canary` needs `steps`: a list of `hosts: N`, `percent: P`, `pause: 30s` or `analysis: NAME`",
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Some(entries) = item.as_map().filter(|entries| entries.len() == 1) else {
+                self.error(
+                    item.head_span(file),
+                    "a canary step is one of `hosts: N`, `percent: P`, `pause: 30s`, `analysis: NAME`",
+                );
+                continue;
+            };
+            let (key, value) = &entries[0];
+            match key.as_str() {
+                Some("hosts") => {
+                    out.push(CanaryStepConfig::Hosts(self.count(
+                        Some(value),
+                        "`hosts`",
+                        1,
+                        1..=10_000,
+                    ) as usize));
+                }
+                Some("percent") => {
+                    out.push(CanaryStepConfig::Percent(self.count(
+                        Some(value),
+                        "`percent`",
+                        100,
+                        1..=100,
+                    ) as u32));
+                }
+                Some("pause") => {
+                    out.push(CanaryStepConfig::Pause(self.duration(
+                        Some(value),
+                        "`pause`",
+                        0,
+                    )));
+                }
+                Some("analysis") => {
+                    let Some(name) = expect_text(file, value, "`analysis`", self.diagnostics)
+                    else {
+                        continue;
+                    };
+                    if !known(name) {
+                        self.error(
+                            value.span,
+                            format!("no analysis `{name}` in this environment's `analyses`"),
+                        );
+                        continue;
+                    }
+                    out.push(CanaryStepConfig::Analysis(name.to_string()));
+                }
+                _ => {
+                    self.error(
+                        key.span,
+                        "a canary step is one of `hosts: N`, `percent: P`, `pause: 30s`, `analysis: NAME`",
+                    );
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn analyses(&mut self, node: &Node) -> Vec<AnalysisConfig> {
+        let file = self.file;
+        let mut out = Vec::new();
+        for (name, _, value) in
+            crate::reader::named_entries(file, node, "`analyses`", self.diagnostics)
+        {
+            let Some(mut reader) =
+                MapReader::new(file, value, format!("analysis `{name}`"), self.diagnostics)
+            else {
+                continue;
+            };
+            let prometheus = reader.get("prometheus");
+            let metrics = reader.get("metrics");
+            reader.finish(self.diagnostics);
+            let Some(prometheus) = prometheus else {
+                self.error(
+                    value.head_span(file),
+                    format!("analysis `{name}` needs `prometheus`: the URL of a Prometheus-compatible API"),
+                );
+                continue;
+            };
+            let Some(url) = expect_text(file, prometheus, "`prometheus`", self.diagnostics) else {
+                continue;
+            };
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                self.error(
+                    prometheus.span,
+                    "`prometheus` must be an http:// or https:// URL",
+                );
+                continue;
+            }
+            let Some(items) = metrics
+                .and_then(Node::as_seq)
+                .filter(|items| !items.is_empty())
+            else {
+                self.error(
+                    value.head_span(file),
+                    format!("analysis `{name}` needs `metrics`: a list of `{{ name, query, success_condition }}`"),
+                );
+                continue;
+            };
+            let mut metric_configs = Vec::new();
+            for item in items {
+                if let Some(metric) = self.metric(item) {
+                    metric_configs.push(metric);
+                }
+            }
+            out.push(AnalysisConfig {
+                name: name.to_string(),
+                prometheus: url.to_string(),
+                metrics: metric_configs,
+            });
+        }
+        out
+    }
+
+    fn metric(&mut self, item: &Node) -> Option<MetricConfig> {
+        let file = self.file;
+        let mut reader = MapReader::new(file, item, "a metric", self.diagnostics)?;
+        let name = reader.get("name");
+        let query = reader.get("query");
+        let interval = reader.get("interval");
+        let count = reader.get("count");
+        let initial_delay = reader.get("initial_delay");
+        let success = reader.get("success_condition");
+        let failure = reader.get("failure_condition");
+        let failure_limit = reader.get("failure_limit");
+        let inconclusive_limit = reader.get("inconclusive_limit");
+        let error_limit = reader.get("consecutive_error_limit");
+        reader.finish(self.diagnostics);
+        let (Some(name), Some(query)) = (name, query) else {
+            self.error(item.head_span(file), "a metric needs `name` and `query`");
+            return None;
+        };
+        let name = expect_text(file, name, "`name`", self.diagnostics)?.to_string();
+        let query_text = expect_text(file, query, "`query`", self.diagnostics)?.to_string();
+        if let Err(error) = promql_parser::parser::parse(&query_text) {
+            self.error(
+                query.span,
+                format!("metric `{name}`: the query is not valid PromQL: {error}"),
+            );
+            return None;
+        }
+        let names = sorat_expr::NameSet::new().with_named_values(["result", "results"]);
+        let mut condition = |node: Option<&Node>, what: &str| -> Option<Option<String>> {
+            let Some(node) = node else {
+                return Some(None);
+            };
+            let text = expect_text(file, node, what, self.diagnostics)?.to_string();
+            if let Err(error) = sorat_expr::parse(&text, &names) {
+                self.error(node.span, format!("metric `{name}`: {what}: {error}"));
+                return None;
+            }
+            Some(Some(text))
+        };
+        let success_condition = condition(success, "`success_condition`")?;
+        let failure_condition = condition(failure, "`failure_condition`")?;
+        if success_condition.is_none() && failure_condition.is_none() {
+            self.error(
+                item.head_span(file),
+                format!("metric `{name}` needs `success_condition` or `failure_condition` (e.g. `result[0] < 0.01`)"),
+            );
+            return None;
+        }
+        let interval = self.duration(interval, "`interval`", 60);
+        let initial_delay = self.duration(initial_delay, "`initial_delay`", 0);
+        Some(MetricConfig {
+            name,
+            query: query_text,
+            interval,
+            count: self.count(count, "`count`", 1, 1..=100_000) as u32,
+            initial_delay,
+            success_condition,
+            failure_condition,
+            failure_limit: self.count(failure_limit, "`failure_limit`", 0, 0..=100_000) as u32,
+            inconclusive_limit: self.count(
+                inconclusive_limit,
+                "`inconclusive_limit`",
+                0,
+                0..=100_000,
+            ) as u32,
+            consecutive_error_limit: self.count(
+                error_limit,
+                "`consecutive_error_limit`",
+                4,
+                0..=100_000,
+            ) as u32,
         })
     }
 
@@ -1244,6 +1582,89 @@ mod tests {
             panic!("{:?}", production.hosts[2])
         };
         assert_eq!((third.ssh_port, third.user.as_deref()), (22, None));
+    }
+
+    #[test]
+    fn canary_steps_analyses_and_bake_are_read_and_checked() {
+        let head = "environments:\n  production:\n    targets: [ { local: { dir: a, port: 9001 } } ]\n    service: { command: ./server }\n";
+        let good = format!(
+            "{head}    strategy:\n      canary:\n        steps:\n          - hosts: 1\n          - pause: 30s\n          - analysis: errors\n          - percent: 50\n    analyses:\n      errors:\n        prometheus: http://127.0.0.1:9090\n        metrics:\n          - name: error-ratio\n            query: sum(rate(http_requests_total{{code=\"500\"}}[1m])) / sum(rate(http_requests_total[1m]))\n            interval: 10s\n            count: 6\n            initial_delay: 30s\n            success_condition: result[0] < 0.01\n            failure_limit: 1\n    bake: {{ duration: 10m, analysis: errors }}\n"
+        );
+        let (config, messages) = load_text(&good);
+        assert!(messages.is_empty(), "{messages:?}");
+        let production = &config.unwrap().environments[0];
+        assert_eq!(
+            production.strategy,
+            StrategyConfig::Canary {
+                steps: vec![
+                    CanaryStepConfig::Hosts(1),
+                    CanaryStepConfig::Pause(Duration::from_secs(30)),
+                    CanaryStepConfig::Analysis("errors".to_owned()),
+                    CanaryStepConfig::Percent(50),
+                ]
+            }
+        );
+        let metric = &production.analyses[0].metrics[0];
+        assert_eq!(
+            (
+                metric.count,
+                metric.failure_limit,
+                metric.consecutive_error_limit
+            ),
+            (6, 1, 4)
+        );
+        assert_eq!(metric.initial_delay, Duration::from_secs(30));
+        assert_eq!(
+            production.bake,
+            Some(BakeConfig {
+                duration: Duration::from_secs(600),
+                analysis: Some("errors".to_owned())
+            })
+        );
+
+        let bad = [
+            ("query: sum(rate(x[1m])", "the query is not valid PromQL"),
+            ("success_condition: result[0] <", "`success_condition`"),
+            (
+                "failure_limit: -1",
+                "`failure_limit` must be a whole number",
+            ),
+        ];
+        for (line, expected) in bad {
+            let key = line.split(':').next().unwrap();
+            let text = good
+                .lines()
+                .map(|existing| {
+                    if existing.trim_start().starts_with(&format!("{key}:")) {
+                        format!("            {line}")
+                    } else {
+                        existing.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let text = if text.contains(line) {
+                text
+            } else {
+                text.replace(
+                    "            count: 6",
+                    &format!("            count: 6\n            {line}"),
+                )
+            };
+            let (_, messages) = load_text(&text);
+            assert!(
+                messages.iter().any(|message| message.contains(expected)),
+                "{line}: {messages:?}"
+            );
+        }
+        let (_, messages) = load_text(&good.replace("- analysis: errors", "- analysis: latency"));
+        assert!(
+            messages
+                .iter()
+                .any(|message| message.contains(":10:23:")
+                    && message.contains("no analysis `latency`")),
+            "{messages:?}"
+        );
     }
 
     #[test]

@@ -14,7 +14,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sorat_config::platform::{EnvironmentConfig, HealthCheckKind, TargetPlace};
+use sorat_config::platform::{
+    CanaryStepConfig, EnvironmentConfig, HealthCheckKind, StrategyConfig, TargetPlace,
+};
+use sorat_deploy::analysis::{Analysis, Metric, PrometheusSource};
+use sorat_deploy::deploy::{AnalysisStep, Bake, CanaryStep};
 use sorat_deploy::{
     DeployReport, Environment, HealthCheck, Host, Outcome, Probe, ReleaseFile, ReleaseMeta,
     ReleaseSpec, RestartPolicy, ServiceConfig, SshHost, SshTarget, Strategy, Target,
@@ -33,13 +37,39 @@ pub struct EnvironmentState {
     pub environment: Environment,
     /// Its hosts.
     pub targets: Vec<Target>,
+    /// How a deploy goes through them.
+    pub strategy: Strategy,
     /// One deployment or rollback at a time.
     pub busy: tokio::sync::Mutex<()>,
 }
 
 impl EnvironmentState {
-    /// Builds the environment from its configuration.
+    /// Builds the environment from its configuration (already validated: queries parse,
+    /// conditions parse, names refer to analyses that exist).
     pub fn new(config: &EnvironmentConfig) -> EnvironmentState {
+        let analyses = analysis_steps(config);
+        let analysis = |name: &str| analyses.iter().find(|step| step.name == name).cloned();
+        let strategy = match &config.strategy {
+            StrategyConfig::AllAtOnce => Strategy::AllAtOnce,
+            StrategyConfig::Rolling { batch } => Strategy::Rolling { batch: *batch },
+            StrategyConfig::Canary { steps } => Strategy::Canary {
+                steps: steps
+                    .iter()
+                    .filter_map(|step| match step {
+                        CanaryStepConfig::Hosts(count) => Some(CanaryStep::Hosts(*count)),
+                        CanaryStepConfig::Percent(percent) => Some(CanaryStep::Percent(*percent)),
+                        CanaryStepConfig::Pause(duration) => Some(CanaryStep::Pause(*duration)),
+                        CanaryStepConfig::Analysis(name) => {
+                            analysis(name).map(CanaryStep::Analysis)
+                        }
+                    })
+                    .collect(),
+            },
+        };
+        let bake = config.bake.as_ref().map(|bake| Bake {
+            duration: bake.duration,
+            analysis: bake.analysis.as_deref().and_then(analysis),
+        });
         let probe = match &config.health.check {
             HealthCheckKind::Http { path, expect } => Probe::Http {
                 path: path.clone(),
@@ -66,7 +96,7 @@ impl EnvironmentState {
                 success_threshold: config.health.success_threshold,
             },
             keep_releases: config.keep_releases,
-            bake: None,
+            bake,
         };
         let targets = config
             .hosts
@@ -102,9 +132,55 @@ impl EnvironmentState {
             config: config.clone(),
             environment,
             targets,
+            strategy,
             busy: tokio::sync::Mutex::new(()),
         }
     }
+}
+
+/// The environment's analyses, each with its Prometheus source.
+fn analysis_steps(config: &EnvironmentConfig) -> Vec<Arc<AnalysisStep>> {
+    let mut out = Vec::new();
+    for analysis in &config.analyses {
+        let metrics = analysis
+            .metrics
+            .iter()
+            .map(|metric| {
+                let mut built = Metric::new(&metric.name, &metric.query)
+                    .with_interval(metric.interval)
+                    .with_count(metric.count)
+                    .with_initial_delay(metric.initial_delay)
+                    .with_failure_limit(metric.failure_limit)
+                    .with_inconclusive_limit(metric.inconclusive_limit)
+                    .with_consecutive_error_limit(metric.consecutive_error_limit);
+                if let Some(condition) = &metric.success_condition {
+                    built = built.with_success_condition(condition);
+                }
+                if let Some(condition) = &metric.failure_condition {
+                    built = built.with_failure_condition(condition);
+                }
+                built
+            })
+            .collect();
+        let source = match PrometheusSource::new(&analysis.prometheus) {
+            Ok(source) => source,
+            Err(error) => {
+                tracing::error!(environment = %config.name, analysis = %analysis.name, %error, "analysis left out");
+                continue;
+            }
+        };
+        match Analysis::new(metrics) {
+            Ok(built) => out.push(Arc::new(AnalysisStep {
+                name: analysis.name.clone(),
+                analysis: built,
+                source: Arc::new(source),
+            })),
+            Err(error) => {
+                tracing::error!(environment = %config.name, analysis = %analysis.name, %error, "analysis left out");
+            }
+        }
+    }
+    out
 }
 
 /// Starts the services of every environment's current release (after a restart).
@@ -140,6 +216,14 @@ fn report_json(report: &DeployReport) -> Value {
         "outcome": outcome,
         "reason": reason,
         "elapsed_ms": report.elapsed.as_millis() as u64,
+        "analyses": report.analyses.iter().map(|(name, analysis)| json!({
+            "name": name,
+            "report": analysis,
+        })).collect::<Vec<_>>(),
+        "bake": report.bake.as_ref().map(|failure| match failure {
+            None => json!({ "outcome": "passed" }),
+            Some(reason) => json!({ "outcome": "failed", "reason": reason }),
+        }),
         "hosts": report.hosts.iter().map(|host| json!({
             "host": host.host,
             "previous": host.previous,
@@ -343,10 +427,7 @@ pub async fn deploy(
         },
         files,
     };
-    let strategy = match environment.config.rolling_batch {
-        Some(batch) => Strategy::Rolling { batch },
-        None => Strategy::AllAtOnce,
-    };
+    let strategy = environment.strategy.clone();
     let report = sorat_deploy::deploy(
         &environment.environment,
         &environment.targets,
