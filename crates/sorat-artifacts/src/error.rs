@@ -106,6 +106,64 @@ impl ArtifactError {
 
 impl From<object_store::Error> for ArtifactError {
     fn from(error: object_store::Error) -> Self {
-        ArtifactError::Storage(error.to_string())
+        ArtifactError::Storage(with_causes(&error))
+    }
+}
+
+/// The error's message, followed by each of its causes that the message does not already
+/// hold. `object_store` leaves out why a request failed (its message ends with "error
+/// sending request"): a refused connection, a name that does not resolve or a TLS failure
+/// is only in the causes.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !text.is_empty() && !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a message and an optional cause, like those `object_store` wraps.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|inner| inner as _)
+        }
+    }
+
+    #[test]
+    fn storage_errors_keep_their_causes_once() {
+        let refused = Layer("Connection refused (os error 111)", None);
+        let connect = Layer("tcp connect error", Some(Box::new(refused)));
+        let sending = Layer("error sending request", Some(Box::new(connect)));
+        let error = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(sending),
+        };
+        let ArtifactError::Storage(message) = ArtifactError::from(error) else {
+            panic!("not a storage error");
+        };
+        // The generic error's own message already holds "error sending request".
+        assert_eq!(
+            message,
+            "Generic S3 error: error sending request: tcp connect error: Connection refused (os error 111)"
+        );
     }
 }
