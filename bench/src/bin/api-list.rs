@@ -338,6 +338,7 @@ async fn store_run(store: &Store, index: usize, count: usize) -> anyhow::Result<
         runs_on: vec!["linux".into()],
         concurrency: None,
         max_attempts: 2,
+        environment: None,
     };
     let jobs = [
         job("build", &[]),

@@ -55,6 +55,12 @@ pub struct EnvironmentConfig {
     /// `requires`: environments the same artifact must be deployed to (and current on every
     /// host) first.
     pub requires: Vec<String>,
+    /// `approval`: the role (`viewer`, `developer`, `admin`) that must approve a deployment
+    /// job before it starts (`sorat approve RUN JOB`).
+    pub approval: Option<String>,
+    /// `branches`: the branches (glob patterns, `release/*`) whose runs may deploy here;
+    /// empty: any.
+    pub branches: Vec<String>,
 }
 
 /// `environments.<name>.strategy`.
@@ -855,6 +861,8 @@ impl Loader<'_> {
         let keep = reader.get("keep_releases");
         let analyses_node = reader.get("analyses");
         let bake_node = reader.get("bake");
+        let approval_node = reader.get("approval");
+        let branches_node = reader.get("branches");
         let requires = reader.get("requires");
         reader.finish(self.diagnostics);
         let requires: Vec<String> = match requires {
@@ -986,6 +994,43 @@ impl Loader<'_> {
             }
             None => None,
         };
+        let approval = match approval_node {
+            Some(node) => {
+                let role = match node.as_map() {
+                    Some(_) => {
+                        let mut approval_reader =
+                            MapReader::new(file, node, "`approval`", self.diagnostics)?;
+                        let role = approval_reader.get("role");
+                        approval_reader.finish(self.diagnostics);
+                        match role {
+                            Some(role) => {
+                                expect_text(file, role, "`approval.role`", self.diagnostics)?
+                            }
+                            None => "admin",
+                        }
+                    }
+                    None => expect_text(file, node, "`approval`", self.diagnostics)?,
+                };
+                if !matches!(role, "viewer" | "developer" | "admin") {
+                    self.error(
+                        node.span,
+                        format!(
+                            "`approval` is a role: `viewer`, `developer` or `admin`, not `{role}`"
+                        ),
+                    );
+                    return None;
+                }
+                Some(role.to_string())
+            }
+            None => None,
+        };
+        let branches: Vec<String> = match branches_node {
+            Some(node) => expect_text_list(file, node, "`branches`", self.diagnostics)
+                .into_iter()
+                .map(|(text, _)| text.to_string())
+                .collect(),
+            None => Vec::new(),
+        };
         let keep_releases = self.count(keep, "`keep_releases`", 5, 2..=1000) as usize;
         Some(EnvironmentConfig {
             name: name.to_string(),
@@ -1000,6 +1045,8 @@ impl Loader<'_> {
             bake,
             keep_releases,
             requires,
+            approval,
+            branches,
         })
     }
 

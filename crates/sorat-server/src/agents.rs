@@ -145,6 +145,14 @@ async fn try_claim(state: &Arc<AppState>, request: &ClaimRequest) -> ApiResult<O
         if group_blocker(state, &job, &groups).await?.is_some() {
             continue;
         }
+        match crate::deploys::gate(state, &job).await? {
+            crate::deploys::Gate::Open => {}
+            crate::deploys::Gate::Approval(_) => continue,
+            crate::deploys::Gate::Refused(reason) => {
+                crate::deploys::refuse(state, &job, &reason).await?;
+                continue;
+            }
+        }
         let now = crate::now();
         let Some(lease) = state
             .store

@@ -138,6 +138,202 @@ impl EnvironmentState {
     }
 }
 
+/// Whether a queued job may start, as its environment's protection rules say.
+pub enum Gate {
+    /// It may (no environment, or every rule holds).
+    Open,
+    /// It waits for an approval (the text says by whom and how).
+    Approval(String),
+    /// It may not, ever (the text says why): it fails.
+    Refused(String),
+}
+
+/// The protection rules of a deployment job's environment that can be judged before it
+/// starts: the environment exists, the run's branch is allowed, the approval was given.
+/// (`requires` names an artifact, known only when the deploy step runs: the deploy checks
+/// it before any host changes.)
+pub async fn gate(state: &Arc<AppState>, job: &sorat_state::Job) -> ApiResult<Gate> {
+    let Some(name) = &job.environment else {
+        return Ok(Gate::Open);
+    };
+    let Some(environment) = state.environments.get(name) else {
+        return Ok(Gate::Refused(format!(
+            "environment `{name}` is not configured in sorat.yaml (configured: {})",
+            state
+                .environments
+                .keys()
+                .map(|known| format!("`{known}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    if !environment.config.branches.is_empty() {
+        let run = state
+            .store
+            .run(job.run_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("run {}", job.run_id)))?;
+        let branch = run.git_ref.strip_prefix("refs/heads/");
+        let allowed = branch.is_some_and(|branch| {
+            environment.config.branches.iter().any(|pattern| {
+                globset::Glob::new(pattern)
+                    .map(|glob| glob.compile_matcher().is_match(branch))
+                    .unwrap_or(false)
+            })
+        });
+        if !allowed {
+            return Ok(Gate::Refused(format!(
+                "environment `{name}` accepts deployments from branches {} only; this run is on `{}`",
+                environment
+                    .config
+                    .branches
+                    .iter()
+                    .map(|pattern| format!("`{pattern}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                branch.unwrap_or(&run.git_ref)
+            )));
+        }
+    }
+    if let Some(role) = &environment.config.approval
+        && job.approved_by.is_none()
+    {
+        return Ok(Gate::Approval(format!(
+            "waiting for approval by a {role} to deploy to `{name}`: sorat approve {} {}",
+            job.run_id, job.key
+        )));
+    }
+    Ok(Gate::Open)
+}
+
+/// Fails a queued job that its environment refuses.
+pub async fn refuse(state: &Arc<AppState>, job: &sorat_state::Job, reason: &str) -> ApiResult<()> {
+    if state
+        .store
+        .transition_job(
+            job.id,
+            &[sorat_state::JobStatus::Queued],
+            sorat_state::JobStatus::Failure,
+            Some(reason),
+            crate::now(),
+        )
+        .await?
+    {
+        tracing::warn!(job = job.id, %reason, "deployment job refused");
+        state.notify_job(job.id);
+        crate::dispatch::advance_run(state, job.run_id).await?;
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/runs/{id}/jobs/{job}/approve`: a deployment job waiting for its
+/// environment's approval may start. Needs the role the environment names.
+pub async fn approve(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((run_id, key)): Path<(i64, String)>,
+) -> ApiResult<Json<Value>> {
+    let run = state
+        .store
+        .run(run_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {run_id}")))?;
+    caller
+        .require(&state.store, Some(&run.project), Role::Viewer)
+        .await?;
+    let job = crate::logs::find_job(&state, run_id, &key).await?;
+    let Some(name) = job.environment.clone() else {
+        return Err(ApiError::conflict(
+            "not_a_deployment",
+            format!("job `{key}` of run {run_id} deploys to no environment; nothing to approve"),
+        ));
+    };
+    let environment = find(&state, &name)?;
+    let Some(role) = environment.config.approval.as_deref() else {
+        return Err(ApiError::conflict(
+            "no_approval_needed",
+            format!("environment `{name}` needs no approval"),
+        ));
+    };
+    let needed: Role = role
+        .parse()
+        .map_err(|_| ApiError::internal(format!("bad approval role `{role}`")))?;
+    caller
+        .require(&state.store, Some(&run.project), needed)
+        .await?;
+    if let Some(by) = &job.approved_by {
+        return Err(ApiError::conflict(
+            "already_approved",
+            format!("job `{key}` of run {run_id} was approved by {by} already"),
+        ));
+    }
+    if !state
+        .store
+        .approve_job(job.id, &caller.name, crate::now())
+        .await?
+    {
+        return Err(ApiError::conflict(
+            "not_waiting",
+            format!(
+                "job `{key}` of run {run_id} is {}: only a job not yet started can be approved",
+                job.status.as_str()
+            ),
+        ));
+    }
+    tracing::info!(run = run_id, job = %key, environment = %name, by = %caller.name, "deployment approved");
+    state.store.set_job_waiting(job.id, None).await?;
+    state.notify_job(job.id);
+    state.wake_claims();
+    Ok(Json(json!({
+        "run": run_id,
+        "job": key,
+        "environment": name,
+        "approved_by": caller.name,
+    })))
+}
+
+/// `GET /api/v1/environments/{env}/deployments`: what was deployed or rolled back, newest
+/// first, with the engine's reports (hosts, phases, analyses, bake).
+pub async fn deployments(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&state.store, None, Role::Viewer).await?;
+    find(&state, &name)?;
+    let deployments = state.store.deployments(&name, 100).await?;
+    Ok(Json(
+        json!({ "environment": name, "deployments": deployments }),
+    ))
+}
+
+async fn record(
+    state: &Arc<AppState>,
+    report: &DeployReport,
+    kind: &str,
+    artifact: Option<(&str, &str)>,
+    who: &str,
+    started_at: i64,
+) {
+    let json = report_json(report);
+    let deployment = sorat_state::NewDeployment {
+        environment: report.environment.clone(),
+        kind: kind.to_owned(),
+        release: report.release.map(i64::from),
+        artifact: artifact.map(|(name, _)| name.to_owned()),
+        digest: artifact.map(|(_, digest)| digest.to_owned()),
+        who: who.to_owned(),
+        outcome: json["outcome"].as_str().unwrap_or("unknown").to_owned(),
+        reason: json["reason"].as_str().map(str::to_owned),
+        report: json,
+        started_at,
+        finished_at: crate::now(),
+    };
+    if let Err(error) = state.store.record_deployment(&deployment).await {
+        tracing::error!(environment = %report.environment, %error, "cannot record the deployment");
+    }
+}
+
 /// The environment's analyses, each with its Prometheus source.
 fn analysis_steps(config: &EnvironmentConfig) -> Vec<Arc<AnalysisStep>> {
     let mut out = Vec::new();
@@ -428,11 +624,21 @@ pub async fn deploy(
         files,
     };
     let strategy = environment.strategy.clone();
+    let started_at = crate::now();
     let report = sorat_deploy::deploy(
         &environment.environment,
         &environment.targets,
         &spec,
         strategy,
+    )
+    .await;
+    record(
+        &state,
+        &report,
+        "deploy",
+        Some((&body.artifact, artifact.digest.as_ref())),
+        &caller.name,
+        started_at,
     )
     .await;
     let status = if report.outcome == Outcome::Succeeded {
@@ -468,9 +674,11 @@ pub async fn rollback(
             format!("environment `{name}` is being deployed or rolled back"),
         )
     })?;
+    let started_at = crate::now();
     let report = sorat_deploy::rollback(&environment.environment, &environment.targets, body.to)
         .await
         .map_err(|error| ApiError::conflict("rollback_refused", error.to_string()))?;
+    record(&state, &report, "rollback", None, &caller.name, started_at).await;
     let status = if report.outcome == Outcome::Succeeded {
         StatusCode::OK
     } else {

@@ -240,6 +240,12 @@ fn plan_jobs(pipeline: &Pipeline, lost_agent_retries: u32) -> Vec<NewJob> {
                     .unwrap_or_else(|| pipeline.file.slice(concurrency.group.span).to_string())
             }),
             max_attempts: 1 + i64::from(lost_agent_retries),
+            // An environment named by an expression is known only when the job runs; its
+            // protection is then checked by the deploy itself.
+            environment: job
+                .environment
+                .as_ref()
+                .and_then(|environment| environment.name.value.literal_text().map(str::to_string)),
         })
         .collect()
 }
@@ -456,6 +462,19 @@ pub async fn tick(state: &Arc<AppState>) -> ApiResult<()> {
     let queued = state.store.queued_jobs(500).await?;
     let busy_groups = crate::agents::busy_groups(state).await?;
     for job in queued {
+        match crate::deploys::gate(state, &job).await? {
+            crate::deploys::Gate::Open => {}
+            crate::deploys::Gate::Approval(why) => {
+                if job.waiting.as_deref() != Some(why.as_str()) {
+                    state.store.set_job_waiting(job.id, Some(&why)).await?;
+                }
+                continue;
+            }
+            crate::deploys::Gate::Refused(reason) => {
+                crate::deploys::refuse(state, &job, &reason).await?;
+                continue;
+            }
+        }
         let matching: Vec<&crate::OnlineAgent> = agents
             .iter()
             .filter(|agent| crate::agents::labels_match(&agent.labels, &job.runs_on))

@@ -513,6 +513,14 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/environments/{name}/deploy", post(deploys::deploy))
         .route(
+            "/api/v1/environments/{name}/deployments",
+            get(deploys::deployments),
+        )
+        .route(
+            "/api/v1/runs/{id}/jobs/{job}/approve",
+            post(deploys::approve),
+        )
+        .route(
             "/api/v1/environments/{name}/rollback",
             post(deploys::rollback),
         )

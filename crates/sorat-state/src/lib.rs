@@ -31,9 +31,9 @@ mod types;
 pub use key::SecretKey;
 pub use store::Store;
 pub use types::{
-    AgentInfo, AuditEntry, Backend, Job, JobOutcome, JobStatus, Lease, LogChunk, NewAudit, NewJob,
-    NewProject, NewRun, NewToken, Project, Role, Run, RunFilter, RunStatus, SecretInfo, StepState,
-    TestCase, Token, TokenKind, User,
+    AgentInfo, AuditEntry, Backend, Deployment, Job, JobOutcome, JobStatus, Lease, LogChunk,
+    NewAudit, NewDeployment, NewJob, NewProject, NewRun, NewToken, Project, Role, Run, RunFilter,
+    RunStatus, SecretInfo, StepState, TestCase, Token, TokenKind, User,
 };
 
 /// Milliseconds since the Unix epoch (UTC).

@@ -52,12 +52,13 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    statements: &[
-        Sql::Both(
-            "CREATE TABLE projects (
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        statements: &[
+            Sql::Both(
+                "CREATE TABLE projects (
                 id {id},
                 name TEXT NOT NULL UNIQUE,
                 repo TEXT NOT NULL,
@@ -67,9 +68,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
                 created_at BIGINT NOT NULL,
                 updated_at BIGINT NOT NULL
             )",
-        ),
-        Sql::Both(
-            "CREATE TABLE runs (
+            ),
+            Sql::Both(
+                "CREATE TABLE runs (
                 id {id},
                 project_id BIGINT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
                 number BIGINT NOT NULL,
@@ -90,11 +91,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
                 finished_at BIGINT,
                 UNIQUE (project_id, number)
             )",
-        ),
-        Sql::Both("CREATE INDEX runs_by_project ON runs (project_id, id DESC)"),
-        Sql::Both("CREATE INDEX runs_by_status ON runs (status, id)"),
-        Sql::Both(
-            "CREATE TABLE jobs (
+            ),
+            Sql::Both("CREATE INDEX runs_by_project ON runs (project_id, id DESC)"),
+            Sql::Both("CREATE INDEX runs_by_status ON runs (status, id)"),
+            Sql::Both(
+                "CREATE TABLE jobs (
                 id {id},
                 run_id BIGINT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
                 job_key TEXT NOT NULL,
@@ -116,11 +117,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
                 started_at BIGINT,
                 finished_at BIGINT
             )",
-        ),
-        Sql::Both("CREATE INDEX jobs_by_run ON jobs (run_id, id)"),
-        Sql::Both("CREATE INDEX jobs_by_status ON jobs (status, queued_at)"),
-        Sql::Both(
-            "CREATE TABLE steps (
+            ),
+            Sql::Both("CREATE INDEX jobs_by_run ON jobs (run_id, id)"),
+            Sql::Both("CREATE INDEX jobs_by_status ON jobs (status, queued_at)"),
+            Sql::Both(
+                "CREATE TABLE steps (
                 job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
                 attempt BIGINT NOT NULL,
                 step_index BIGINT NOT NULL,
@@ -131,9 +132,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
                 reason TEXT,
                 PRIMARY KEY (job_id, attempt, step_index)
             )",
-        ),
-        Sql::Both(
-            "CREATE TABLE log_chunks (
+            ),
+            Sql::Both(
+                "CREATE TABLE log_chunks (
                 job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
                 attempt BIGINT NOT NULL,
                 seq BIGINT NOT NULL,
@@ -141,9 +142,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
                 at BIGINT NOT NULL,
                 PRIMARY KEY (job_id, attempt, seq)
             )",
-        ),
-        Sql::Both(
-            "CREATE TABLE test_cases (
+            ),
+            Sql::Both(
+                "CREATE TABLE test_cases (
                 id {id},
                 job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
                 suite TEXT NOT NULL,
@@ -152,25 +153,25 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
                 duration_ms BIGINT,
                 message TEXT
             )",
-        ),
-        Sql::Both("CREATE INDEX test_cases_by_job ON test_cases (job_id, id)"),
-        Sql::Both(
-            "CREATE TABLE users (
+            ),
+            Sql::Both("CREATE INDEX test_cases_by_job ON test_cases (job_id, id)"),
+            Sql::Both(
+                "CREATE TABLE users (
                 id {id},
                 name TEXT NOT NULL UNIQUE,
                 created_at BIGINT NOT NULL
             )",
-        ),
-        Sql::Both(
-            "CREATE TABLE grants (
+            ),
+            Sql::Both(
+                "CREATE TABLE grants (
                 user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
                 project TEXT NOT NULL,
                 role TEXT NOT NULL,
                 PRIMARY KEY (user_id, project)
             )",
-        ),
-        Sql::Both(
-            "CREATE TABLE tokens (
+            ),
+            Sql::Both(
+                "CREATE TABLE tokens (
                 id {id},
                 name TEXT NOT NULL,
                 kind TEXT NOT NULL,
@@ -181,9 +182,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
                 expires_at BIGINT,
                 revoked_at BIGINT
             )",
-        ),
-        Sql::Both(
-            "CREATE TABLE secrets (
+            ),
+            Sql::Both(
+                "CREATE TABLE secrets (
                 project TEXT NOT NULL,
                 name TEXT NOT NULL,
                 sealed {blob} NOT NULL,
@@ -191,18 +192,18 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
                 updated_at BIGINT NOT NULL,
                 PRIMARY KEY (project, name)
             )",
-        ),
-        Sql::Both(
-            "CREATE TABLE agents (
+            ),
+            Sql::Both(
+                "CREATE TABLE agents (
                 name TEXT PRIMARY KEY,
                 labels TEXT NOT NULL,
                 capacity BIGINT NOT NULL,
                 version TEXT NOT NULL,
                 last_seen BIGINT NOT NULL
             )",
-        ),
-        Sql::Both(
-            "CREATE TABLE audit (
+            ),
+            Sql::Both(
+                "CREATE TABLE audit (
                 id {id},
                 at BIGINT NOT NULL,
                 actor TEXT NOT NULL,
@@ -212,15 +213,42 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
                 status BIGINT NOT NULL,
                 details TEXT NOT NULL
             )",
-        ),
-        Sql::Both(
-            "CREATE TABLE meta (
+            ),
+            Sql::Both(
+                "CREATE TABLE meta (
                 name TEXT PRIMARY KEY,
                 value TEXT NOT NULL
             )",
-        ),
-    ],
-}];
+            ),
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "deployment jobs' environments and approvals, and deployment records",
+        statements: &[
+            Sql::Both("ALTER TABLE jobs ADD COLUMN environment TEXT"),
+            Sql::Both("ALTER TABLE jobs ADD COLUMN approved_by TEXT"),
+            Sql::Both("ALTER TABLE jobs ADD COLUMN approved_at BIGINT"),
+            Sql::Both(
+                "CREATE TABLE deployments (
+                    id {id},
+                    environment TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    release_number BIGINT,
+                    artifact TEXT,
+                    digest TEXT,
+                    who TEXT NOT NULL,
+                    outcome TEXT NOT NULL,
+                    reason TEXT,
+                    report TEXT NOT NULL,
+                    started_at BIGINT NOT NULL,
+                    finished_at BIGINT NOT NULL
+                )",
+            ),
+            Sql::Both("CREATE INDEX deployments_by_environment ON deployments (environment, id)"),
+        ],
+    },
+];
 
 impl Sql {
     /// The statement's text for `backend`, markers expanded.

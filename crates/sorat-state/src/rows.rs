@@ -6,8 +6,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::types::{
-    AgentInfo, AuditEntry, Job, JobStatus, Project, Run, RunStatus, SecretInfo, StepState,
-    TestCase, Token, TokenKind, User,
+    AgentInfo, AuditEntry, Deployment, Job, JobStatus, Project, Run, RunStatus, SecretInfo,
+    StepState, TestCase, Token, TokenKind, User,
 };
 use crate::{Result, StateError};
 
@@ -25,7 +25,11 @@ pub(crate) const RUN_LIST_COLUMNS: &str = "r.id, p.name AS project, r.number, r.
 /// The columns of a `Job`.
 pub(crate) const JOB_COLUMNS: &str = "id, run_id, job_key, name, needs, runs_on, concurrency, \
     status, waiting, agent, attempt, max_attempts, lease_token, lease_until, outputs, record, \
-    reason, queued_at, started_at, finished_at";
+    reason, queued_at, started_at, finished_at, environment, approved_by, approved_at";
+
+/// The columns of a `Deployment`.
+pub(crate) const DEPLOYMENT_COLUMNS: &str = "id, environment, kind, release_number, artifact, \
+    digest, who, outcome, reason, report, started_at, finished_at";
 
 /// The columns of a `Project`.
 pub(crate) const PROJECT_COLUMNS: &str =
@@ -122,6 +126,26 @@ pub(crate) fn job(row: &AnyRow) -> Result<Job> {
         record: json(row, "record")?,
         reason: row.try_get("reason")?,
         queued_at: row.try_get("queued_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        environment: row.try_get("environment")?,
+        approved_by: row.try_get("approved_by")?,
+        approved_at: row.try_get("approved_at")?,
+    })
+}
+
+pub(crate) fn deployment(row: &AnyRow) -> Result<Deployment> {
+    Ok(Deployment {
+        id: row.try_get("id")?,
+        environment: row.try_get("environment")?,
+        kind: row.try_get("kind")?,
+        release: row.try_get("release_number")?,
+        artifact: row.try_get("artifact")?,
+        digest: row.try_get("digest")?,
+        who: row.try_get("who")?,
+        outcome: row.try_get("outcome")?,
+        reason: row.try_get("reason")?,
+        report: json(row, "report")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
     })

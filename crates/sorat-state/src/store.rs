@@ -29,12 +29,13 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use crate::key::{SecretKey, random_bytes};
 use crate::rows::{
-    self, JOB_COLUMNS, PROJECT_COLUMNS, RUN_COLUMNS, RUN_LIST_COLUMNS, TOKEN_COLUMNS, to_json,
+    self, DEPLOYMENT_COLUMNS, JOB_COLUMNS, PROJECT_COLUMNS, RUN_COLUMNS, RUN_LIST_COLUMNS,
+    TOKEN_COLUMNS, to_json,
 };
 use crate::types::{
-    AgentInfo, AuditEntry, Backend, Job, JobOutcome, JobStatus, Lease, LogChunk, NewAudit, NewJob,
-    NewProject, NewRun, NewToken, Project, Role, Run, RunFilter, RunStatus, SecretInfo, StepState,
-    TestCase, Token, User,
+    AgentInfo, AuditEntry, Backend, Deployment, Job, JobOutcome, JobStatus, Lease, LogChunk,
+    NewAudit, NewDeployment, NewJob, NewProject, NewRun, NewToken, Project, Role, Run, RunFilter,
+    RunStatus, SecretInfo, StepState, TestCase, Token, User,
 };
 use crate::{Millis, Result, StateError};
 
@@ -403,8 +404,8 @@ impl Store {
             let max_attempts = job.max_attempts.max(1);
             let id: i64 = sqlx::query(
                 "INSERT INTO jobs (run_id, job_key, name, needs, runs_on, concurrency, status,
-                     max_attempts, outputs, record, queued_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '{}', 'null', $9)
+                     max_attempts, outputs, record, queued_at, environment)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '{}', 'null', $9, $10)
                  RETURNING id",
             )
             .bind(run_id)
@@ -416,6 +417,7 @@ impl Store {
             .bind(status.as_str())
             .bind(max_attempts)
             .bind(queued_at)
+            .bind(&job.environment)
             .fetch_one(&mut *tx)
             .await?
             .try_get("id")?;
@@ -440,6 +442,9 @@ impl Store {
                 queued_at,
                 started_at: None,
                 finished_at: None,
+                environment: job.environment.clone(),
+                approved_by: None,
+                approved_at: None,
             });
         }
         tx.commit().await?;
@@ -659,6 +664,60 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Records that `who` approved job `id` (its environment needs an approval). False when
+    /// the job is not queued (it ran, ended, or waits for its needs) or was approved already.
+    pub async fn approve_job(&self, id: i64, who: &str, now: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET approved_by = $1, approved_at = $2
+             WHERE id = $3 AND approved_by IS NULL AND status IN ('queued', 'pending')",
+        )
+        .bind(who)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a deployment or rollback; returns its id.
+    pub async fn record_deployment(&self, deployment: &NewDeployment) -> Result<i64> {
+        let id: i64 = sqlx::query(
+            "INSERT INTO deployments (environment, kind, release_number, artifact, digest, who,
+                 outcome, reason, report, started_at, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             RETURNING id",
+        )
+        .bind(&deployment.environment)
+        .bind(&deployment.kind)
+        .bind(deployment.release)
+        .bind(&deployment.artifact)
+        .bind(&deployment.digest)
+        .bind(&deployment.who)
+        .bind(&deployment.outcome)
+        .bind(&deployment.reason)
+        .bind(to_json(&deployment.report)?)
+        .bind(deployment.started_at)
+        .bind(deployment.finished_at)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("id")?;
+        Ok(id)
+    }
+
+    /// The deployments of `environment`, newest first, at most `limit` (clamped to 1..=1000).
+    pub async fn deployments(&self, environment: &str, limit: i64) -> Result<Vec<Deployment>> {
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE environment = $1
+             ORDER BY id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(environment)
+            .bind(limit.clamp(1, 1000))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rows::deployment).collect()
     }
 
     /// Queued jobs of every run, the longest-queued first, at most `limit` (clamped to

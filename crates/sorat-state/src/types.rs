@@ -276,6 +276,8 @@ pub struct NewJob {
     pub concurrency: Option<String>,
     /// How many times it may be claimed before a lost lease fails it (at least 1).
     pub max_attempts: i64,
+    /// The environment it deploys to (`environment:` in the pipeline), if any.
+    pub environment: Option<String>,
 }
 
 /// A stored job.
@@ -323,6 +325,69 @@ pub struct Job {
     pub started_at: Option<Millis>,
     /// When it ended.
     pub finished_at: Option<Millis>,
+    /// The environment it deploys to, if any.
+    pub environment: Option<String>,
+    /// Who approved it, when its environment needs an approval.
+    pub approved_by: Option<String>,
+    /// When.
+    pub approved_at: Option<Millis>,
+}
+
+/// What a deployment or rollback of an environment was: who, what, how it ended, and the
+/// engine's whole report (hosts, phases, analyses and their measurements, bake).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Deployment {
+    /// Database id.
+    pub id: i64,
+    /// The environment.
+    pub environment: String,
+    /// `deploy` or `rollback`.
+    pub kind: String,
+    /// The release deployed, or the one a rollback went to (when one was named).
+    pub release: Option<i64>,
+    /// The artifact, `name@version` (deploys).
+    pub artifact: Option<String>,
+    /// The artifact's digest (deploys).
+    pub digest: Option<String>,
+    /// Who asked for it.
+    pub who: String,
+    /// `succeeded`, `aborted`, `rolled_back`, `failed`.
+    pub outcome: String,
+    /// Why it did not succeed.
+    pub reason: Option<String>,
+    /// The report as JSON.
+    pub report: Value,
+    /// When it started.
+    pub started_at: Millis,
+    /// When it ended.
+    pub finished_at: Millis,
+}
+
+/// A deployment to record.
+#[derive(Clone, Debug)]
+pub struct NewDeployment {
+    /// The environment.
+    pub environment: String,
+    /// `deploy` or `rollback`.
+    pub kind: String,
+    /// The release.
+    pub release: Option<i64>,
+    /// The artifact.
+    pub artifact: Option<String>,
+    /// Its digest.
+    pub digest: Option<String>,
+    /// Who.
+    pub who: String,
+    /// How it ended.
+    pub outcome: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// The report.
+    pub report: Value,
+    /// When it started.
+    pub started_at: Millis,
+    /// When it ended.
+    pub finished_at: Millis,
 }
 
 /// A job's lease: what `claim_job` gives the agent that won it.

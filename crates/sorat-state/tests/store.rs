@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 use sorat_state::{
-    AgentInfo, JobOutcome, JobStatus, LogChunk, NewAudit, NewToken, Role, RunFilter, RunStatus,
-    SecretKey, StateError, StepState, TestCase, TokenKind,
+    AgentInfo, JobOutcome, JobStatus, LogChunk, NewAudit, NewDeployment, NewToken, Role, RunFilter,
+    RunStatus, SecretKey, StateError, StepState, TestCase, TokenKind,
 };
 use support::{job, project, push};
 
@@ -94,6 +94,52 @@ backend_tests! {
         assert_eq!(stored.trigger, json!({"kind": "webhook", "delivery": "d1"}));
         assert_eq!(stored.before.as_deref(), Some("fedcba9876543210fedcba9876543210fedcba98"));
         assert!(stored.pipeline.contains("runs-on: linux"));
+    }
+
+    fn a_deployment_job_is_approved_once_while_it_waits_and_deployments_are_recorded(h) {
+        h.upsert_project(&project("shop")).await.unwrap();
+        let mut deploy = job("deploy", &[]);
+        deploy.environment = Some("production".into());
+        let mut later = job("later", &["deploy"]);
+        later.environment = Some("production".into());
+        let (_, jobs) = h.create_run(&push("shop", "refs/heads/main"), &[deploy, later], T0).await.unwrap();
+        assert_eq!(jobs[0].environment.as_deref(), Some("production"));
+        assert!(h.approve_job(jobs[0].id, "alice", T0 + 5).await.unwrap());
+        // Once only: the first approval stands.
+        assert!(!h.approve_job(jobs[0].id, "bob", T0 + 6).await.unwrap());
+        let stored = h.job(jobs[0].id).await.unwrap().unwrap();
+        assert_eq!((stored.approved_by.as_deref(), stored.approved_at), (Some("alice"), Some(T0 + 5)));
+        // A job that ran cannot be approved any more.
+        h.claim_job(jobs[0].id, "agent", T0 + 60_000, T0 + 7).await.unwrap().unwrap();
+        let mut other = job("x", &[]);
+        other.environment = Some("staging".into());
+        let (_, others) = h.create_run(&push("shop", "refs/heads/main"), &[other], T0).await.unwrap();
+        h.claim_job(others[0].id, "agent", T0 + 60_000, T0 + 7).await.unwrap().unwrap();
+        assert!(!h.approve_job(others[0].id, "alice", T0 + 8).await.unwrap());
+
+        for (index, outcome) in ["succeeded", "rolled_back"].into_iter().enumerate() {
+            h.record_deployment(&NewDeployment {
+                environment: "production".into(),
+                kind: "deploy".into(),
+                release: Some(index as i64 + 1),
+                artifact: Some(format!("web@1.{index}")),
+                digest: Some(format!("sha256:{}", "a".repeat(64))),
+                who: "alice".into(),
+                outcome: outcome.into(),
+                reason: (index == 1).then(|| "analysis failed".into()),
+                report: json!({"hosts": [{"host": "web-1"}], "analyses": []}),
+                started_at: T0 + index as i64,
+                finished_at: T0 + 10 + index as i64,
+            })
+            .await
+            .unwrap();
+        }
+        let listed = h.deployments("production", 10).await.unwrap();
+        let releases: Vec<Option<i64>> = listed.iter().map(|d| d.release).collect();
+        assert_eq!(releases, [Some(2), Some(1)]);
+        assert_eq!(listed[0].reason.as_deref(), Some("analysis failed"));
+        assert_eq!(listed[0].report["hosts"][0]["host"], "web-1");
+        assert!(h.deployments("staging", 10).await.unwrap().is_empty());
     }
 
     fn a_run_of_an_unknown_project_is_not_found(h) {

@@ -35,8 +35,38 @@ pub(crate) struct RollbackArgs {
 pub(crate) struct ReleasesArgs {
     /// The environment.
     environment: String,
+    /// Also list the environment's deployments and rollbacks, newest first.
+    #[arg(long)]
+    history: bool,
     #[command(flatten)]
     client: ClientArgs,
+}
+
+/// Arguments of `sorat approve`.
+#[derive(clap::Args)]
+pub(crate) struct ApproveArgs {
+    /// The run's id.
+    run: i64,
+    /// The job's key (its id in the pipeline, `deploy-production`).
+    job: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// `sorat approve RUN JOB`: a deployment job waiting for its environment's approval starts.
+pub(crate) fn approve(args: ApproveArgs) -> u8 {
+    let path = format!("/api/v1/runs/{}/jobs/{}/approve", args.run, args.job);
+    with_client(&args.client, |client| async move {
+        let answer = client.send(reqwest::Method::POST, &path, None).await?;
+        println!(
+            "approved: run {} job {} may deploy to `{}` (by {})",
+            answer["run"],
+            answer["job"].as_str().unwrap_or(""),
+            answer["environment"].as_str().unwrap_or(""),
+            answer["approved_by"].as_str().unwrap_or("")
+        );
+        Ok(exit::SUCCESS)
+    })
 }
 
 /// Prints a deploy or rollback report; exit 0 when it succeeded, 1 otherwise.
@@ -59,6 +89,34 @@ fn print_report(report: &Value) -> u8 {
             } else {
                 format!(": {}", errors.join("; "))
             }
+        );
+    }
+    for analysis in report["analyses"].as_array().into_iter().flatten() {
+        let measured = &analysis["report"];
+        let count: usize = measured["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|metric| metric["measurements"].as_array().map_or(0, Vec::len))
+            .sum();
+        println!(
+            "analysis {:<12} {:<12} {count} measurement(s){}",
+            analysis["name"].as_str().unwrap_or(""),
+            measured["outcome"]["status"].as_str().unwrap_or(""),
+            measured["outcome"]["reason"]
+                .as_str()
+                .map(|reason| format!(": {reason}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(bake) = report["bake"].as_object() {
+        println!(
+            "bake window {}{}",
+            bake.get("outcome").and_then(Value::as_str).unwrap_or(""),
+            bake.get("reason")
+                .and_then(Value::as_str)
+                .map(|reason| format!(": {reason}"))
+                .unwrap_or_default()
         );
     }
     let outcome = report["outcome"].as_str().unwrap_or("");
@@ -159,6 +217,34 @@ pub(crate) fn releases(args: ReleasesArgs) -> u8 {
                     release["who"].as_str().unwrap_or(""),
                     release["created"].as_str().unwrap_or(""),
                     release["status"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        if args.history {
+            let history = client
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/environments/{environment}/deployments"),
+                    None,
+                )
+                .await?;
+            println!("history");
+            println!(
+                "  {:>4} {:<9} {:>3} {:<28} {:<16} {:<12} REASON",
+                "ID", "KIND", "#", "ARTIFACT", "WHO", "OUTCOME"
+            );
+            for deployment in history["deployments"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:>4} {:<9} {:>3} {:<28} {:<16} {:<12} {}",
+                    deployment["id"],
+                    deployment["kind"].as_str().unwrap_or(""),
+                    deployment["release"]
+                        .as_u64()
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                    deployment["artifact"].as_str().unwrap_or("-"),
+                    deployment["who"].as_str().unwrap_or(""),
+                    deployment["outcome"].as_str().unwrap_or(""),
+                    deployment["reason"].as_str().unwrap_or(""),
                 );
             }
         }

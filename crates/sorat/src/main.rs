@@ -64,6 +64,8 @@ enum Command {
     Rollback(deploy::RollbackArgs),
     /// An environment's releases on each host; `*` marks the current one.
     Releases(deploy::ReleasesArgs),
+    /// Approve a deployment job that waits for its environment's approval.
+    Approve(deploy::ApproveArgs),
     /// The artifact repository of a server: list, download, verify.
     Artifacts {
         #[command(subcommand)]
@@ -139,6 +141,7 @@ fn main() -> ExitCode {
         Command::Deploy(args) => deploy::deploy(args),
         Command::Rollback(args) => deploy::rollback(args),
         Command::Releases(args) => deploy::releases(args),
+        Command::Approve(args) => deploy::approve(args),
         Command::Up(args) => server::up(args),
         Command::Agent(args) => server::agent(args),
         Command::Trigger(args) => server::trigger(args),

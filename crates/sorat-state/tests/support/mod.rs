@@ -169,5 +169,6 @@ pub(crate) fn job(key: &str, needs: &[&str]) -> NewJob {
         runs_on: vec!["linux".into()],
         concurrency: None,
         max_attempts: 2,
+        environment: None,
     }
 }

@@ -253,7 +253,11 @@ jobs:
         "  - name: shop\n    repo: {}\nenvironments:\n{}{}",
         repo_dir.display(),
         environment("staging", &ports[..1], ""),
-        environment("production", &ports[1..], "    requires: [staging]\n"),
+        environment(
+            "production",
+            &ports[1..],
+            "    requires: [staging]\n    approval: admin\n    branches: [main, release/*]\n"
+        ),
     );
     let server = Server::start(temp.path(), "", &config);
     let admin = server.admin();
@@ -274,6 +278,61 @@ jobs:
     );
 
     let id = admin.trigger("shop", json!({}));
+    // Staging deploys; production waits for an admin's approval and says how to give it.
+    let started = Instant::now();
+    let waiting = loop {
+        let (_, jobs) = admin.get(&format!("/api/v1/runs/{id}/jobs"));
+        let production = jobs["jobs"]
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|job| job["key"] == "production"))
+            .cloned()
+            .unwrap_or_default();
+        if let Some(waiting) = production["waiting"].as_str()
+            && waiting.contains("waiting for approval")
+        {
+            break waiting.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{jobs:#}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        waiting.contains(&format!("sorat approve {id} production")),
+        "{waiting}"
+    );
+    assert_eq!(
+        version_on(ports[1]),
+        None,
+        "production must not have started"
+    );
+    // A developer may not approve what needs an admin.
+    let developer = server.client(&server.token("dev", "developer"));
+    let (status, body) = developer.post(
+        &format!("/api/v1/runs/{id}/jobs/production/approve"),
+        json!({}),
+    );
+    assert_eq!(status, 403, "{body}");
+    let approve = Command::new(env!("CARGO_BIN_EXE_sorat"))
+        .args([
+            "approve",
+            &id.to_string(),
+            "production",
+            "--server",
+            &server.url,
+        ])
+        .env("SORAT_TOKEN", crate::support::ADMIN)
+        .output()
+        .unwrap();
+    assert_eq!(
+        approve.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&approve.stdout),
+        String::from_utf8_lossy(&approve.stderr)
+    );
     let run = server.wait_run(id, Duration::from_secs(120));
     assert_eq!(run["status"], "success", "{run:#}");
     let number = run["number"].as_i64().unwrap().to_string();
@@ -282,4 +341,47 @@ jobs:
     }
     let (_, log) = admin.text(&format!("/api/v1/runs/{id}/jobs/production/logs"));
     assert!(log.contains("deployed `app@1` to `production`"), "{log}");
+    // A second approval is refused; the deployment is on record with its report.
+    let (status, _) = admin.post(
+        &format!("/api/v1/runs/{id}/jobs/production/approve"),
+        json!({}),
+    );
+    assert_eq!(status, 409);
+    let (_, history) = admin.get("/api/v1/environments/production/deployments");
+    let deployments = history["deployments"].as_array().unwrap();
+    assert_eq!(deployments.len(), 1, "{history:#}");
+    assert_eq!(deployments[0]["outcome"], "succeeded");
+    assert_eq!(deployments[0]["artifact"], "app@1");
+    assert_eq!(
+        deployments[0]["report"]["hosts"].as_array().unwrap().len(),
+        2
+    );
+
+    // A run of a branch production does not accept: its production job fails with why,
+    // before anything is asked of anyone.
+    crate::support::git(&repo_dir, &["checkout", "-q", "-b", "feature/x"]);
+    crate::support::git(
+        &repo_dir,
+        &["commit", "-q", "--allow-empty", "-m", "feature"],
+    );
+    let id = admin.trigger("shop", json!({ "ref": "feature/x" }));
+    let run = server.wait_run(id, Duration::from_secs(120));
+    assert_eq!(run["status"], "failure", "{run:#}");
+    let (_, jobs) = admin.get(&format!("/api/v1/runs/{id}/jobs"));
+    let production = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["key"] == "production")
+        .unwrap();
+    assert_eq!(production["status"], "failure", "{jobs:#}");
+    assert!(
+        production["reason"].as_str().unwrap_or_default().contains(
+            "accepts deployments from branches `main`, `release/*` only; this run is on `feature/x`"
+        ),
+        "{production:#}"
+    );
+    for port in &ports[1..] {
+        assert_eq!(version_on(*port).as_deref(), Some(number.as_str()));
+    }
 }
