@@ -21,7 +21,7 @@ use sorat_deploy::analysis::{Analysis, Metric, PrometheusSource};
 use sorat_deploy::deploy::{AnalysisStep, Bake, CanaryStep};
 use sorat_deploy::{
     DeployReport, Environment, HealthCheck, Host, Outcome, Probe, ReleaseFile, ReleaseMeta,
-    ReleaseSpec, RestartPolicy, ServiceConfig, SshHost, SshTarget, Strategy, Target,
+    ReleaseSpec, RestartPolicy, ServiceConfig, ServiceLine, SshHost, SshTarget, Strategy, Target,
 };
 use sorat_state::Role;
 
@@ -41,6 +41,69 @@ pub struct EnvironmentState {
     pub strategy: Strategy,
     /// One deployment or rollback at a time.
     pub busy: tokio::sync::Mutex<()>,
+    /// The last lines its services wrote, oldest first.
+    pub lines: Arc<std::sync::Mutex<std::collections::VecDeque<Value>>>,
+}
+
+/// How many of its services' lines an environment keeps for the API.
+const KEPT_LINES: usize = 2000;
+
+/// Takes the services' lines into Sorat's own log (target `sorat::service`, tagged with the
+/// environment, host, release and stream) and into the environment's recent lines.
+fn collect_lines(
+    environment: String,
+    lines: Arc<std::sync::Mutex<std::collections::VecDeque<Value>>>,
+) -> Option<tokio::sync::mpsc::Sender<ServiceLine>> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<ServiceLine>(1024);
+    runtime.spawn(async move {
+        while let Some(line) = receiver.recv().await {
+            let stream = match line.stream {
+                sorat_deploy::Stream::Stdout => "stdout",
+                sorat_deploy::Stream::Stderr => "stderr",
+            };
+            tracing::info!(
+                target: "sorat::service",
+                environment = %environment,
+                host = %line.host,
+                release = line.release,
+                stream,
+                "{}",
+                line.line
+            );
+            let entry = json!({
+                "at": jiff::Timestamp::now().to_string(),
+                "host": line.host,
+                "release": line.release,
+                "stream": stream,
+                "line": line.line,
+            });
+            if let Ok(mut kept) = lines.lock() {
+                if kept.len() == KEPT_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(entry);
+            }
+        }
+    });
+    Some(sender)
+}
+
+/// `GET /api/v1/environments/{env}/logs`: the last lines its services wrote (at most 2000),
+/// each tagged with host, release and stream.
+pub async fn logs(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&state.store, None, Role::Viewer).await?;
+    let environment = find(&state, &name)?;
+    let lines: Vec<Value> = environment
+        .lines
+        .lock()
+        .map(|kept| kept.iter().cloned().collect())
+        .unwrap_or_default();
+    Ok(Json(json!({ "environment": name, "lines": lines })))
 }
 
 impl EnvironmentState {
@@ -98,6 +161,8 @@ impl EnvironmentState {
             keep_releases: config.keep_releases,
             bake,
         };
+        let lines = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let sender = collect_lines(config.name.clone(), Arc::clone(&lines));
         let targets = config
             .hosts
             .iter()
@@ -127,6 +192,10 @@ impl EnvironmentState {
                     ),
                 }
             })
+            .map(|target| match &sender {
+                Some(sender) => target.with_lines(sender.clone()),
+                None => target,
+            })
             .collect();
         EnvironmentState {
             config: config.clone(),
@@ -134,6 +203,7 @@ impl EnvironmentState {
             targets,
             strategy,
             busy: tokio::sync::Mutex::new(()),
+            lines,
         }
     }
 }

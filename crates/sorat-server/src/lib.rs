@@ -516,6 +516,7 @@ fn router(state: Arc<AppState>) -> Router {
             "/api/v1/environments/{name}/deployments",
             get(deploys::deployments),
         )
+        .route("/api/v1/environments/{name}/logs", get(deploys::logs))
         .route(
             "/api/v1/runs/{id}/jobs/{job}/approve",
             post(deploys::approve),

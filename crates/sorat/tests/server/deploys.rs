@@ -22,6 +22,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
+print("serving version", version, "on", os.environ["PORT"], flush=True)
 http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 "#;
 
@@ -120,6 +121,20 @@ fn deploy_roll_back_and_refuse_what_does_not_verify() {
     for port in &ports {
         assert_eq!(version_on(*port).as_deref(), Some("2"), "{out}");
     }
+
+    // What the services wrote is kept, tagged with host and release.
+    let (status, logs) = admin.get("/api/v1/environments/staging/logs");
+    assert_eq!(status, 200);
+    let lines = logs["lines"].as_array().unwrap();
+    assert!(
+        lines.iter().any(|line| line["line"]
+            .as_str()
+            .is_some_and(|text| text.starts_with("serving version 2 on"))
+            && line["host"] == "staging-1"
+            && line["release"] == 2
+            && line["stream"] == "stdout"),
+        "{logs:#}"
+    );
 
     // The releases table marks the current one.
     let table = sorat(&["releases", "staging"]);
