@@ -260,3 +260,86 @@ async fn a_wrong_host_key_an_unreachable_host_and_a_bad_digest_abort_before_any_
     assert!(!wrong_blob.exists());
     assert!(!host.join("current").exists());
 }
+
+/// Unmounts a tmpfs on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_on_the_host_fails_the_upload_and_leaves_the_host_as_it_was() {
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let host_dir = sshd.hosts_dir().join("small");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let uid = String::from_utf8(
+        std::process::Command::new("id")
+            .args(["-u", &sshd.user])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    // A 1 MiB file system for the host's folder: room for v1, not for a 2 MiB file.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o"])
+        .arg(format!("size=1m,mode=0755,uid={}", uid.trim()))
+        .arg("tmpfs")
+        .arg(&host_dir)
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        println!(
+            "skipped: cannot mount a small tmpfs to fill ({}); this needs root with CAP_SYS_ADMIN",
+            String::from_utf8_lossy(&mounted.stderr).trim()
+        );
+        return;
+    }
+    let _unmount = Mounted(host_dir.clone());
+    let targets = vec![Target::ssh(
+        SshHost::new(sshd.target("small", &host_dir)),
+        free_port(),
+    )];
+    let env = environment(Duration::from_secs(20));
+    let v1 = service_release(work.path(), 1, "v1", "ok");
+    let report = deploy(&env, &targets, &v1, Strategy::AllAtOnce).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+
+    let mut v2 = service_release(work.path(), 2, "v2", "ok");
+    let big = work.path().join("big.bin");
+    let noise: Vec<u8> = (0..2 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&big, &noise).unwrap();
+    v2.files.push(sorat_deploy::ReleaseFile {
+        path: "data/big.bin".into(),
+        digest: sorat_deploy::digest_file(&big).unwrap(),
+        source: big,
+        mode: 0o644,
+    });
+    let report = deploy(&env, &targets, &v2, Strategy::AllAtOnce).await;
+    let Outcome::Aborted { reason } = &report.outcome else {
+        panic!("{report:#?}")
+    };
+    assert!(reason.contains("is the disk full?"), "{reason}");
+    assert_eq!(targets[0].current().await.unwrap(), Some(1));
+    assert_eq!(targets[0].releases().await.unwrap(), [1]);
+    assert_eq!(
+        wait_version(targets[0].port(), Duration::from_secs(5))
+            .await
+            .unwrap(),
+        "v1"
+    );
+    // No partial upload is left to fill the disk further.
+    let leftovers: Vec<_> = std::fs::read_dir(host_dir.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(".upload"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    stop_all(&targets).await;
+}

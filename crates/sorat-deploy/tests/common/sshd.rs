@@ -1,6 +1,8 @@
 //! A real OpenSSH server on 127.0.0.1 for the SSH tests: its own host key, one authorized
 //! user key, a known-hosts file that holds the host key, started as a child process and
-//! killed on drop.
+//! killed on drop. Self-contained, so that the server's tests include it too (`#[path]`).
+
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -83,7 +85,11 @@ impl Sshd {
         let mut readable = std::fs::metadata(&authorized).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut readable, 0o644);
         std::fs::set_permissions(&authorized, readable).unwrap();
-        let port = super::free_port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = dir.path().join("sshd_config");
         std::fs::write(
             &config,
@@ -176,6 +182,20 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
+        // Services started on the "hosts" are detached from SSH (as on a real host): a test
+        // that failed halfway leaves them running, so their process groups go here.
+        for entry in std::fs::read_dir(self.hosts_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(pid) = std::fs::read_to_string(entry.path().join("service/pid")) {
+                let _ = Command::new("kill")
+                    .args(["-s", "KILL", "--", &format!("-{}", pid.trim())])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -400,3 +400,95 @@ jobs:
         assert_eq!(version_on(*port).as_deref(), Some(number.as_str()));
     }
 }
+
+#[test]
+fn deploys_to_ssh_hosts_from_sorat_yaml_and_their_services_outlive_the_server() {
+    let temp = tempfile::tempdir().unwrap();
+    let sshd = crate::sshd::Sshd::start();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let targets: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            format!(
+                "      - name: web-{i}\n        ssh: {{ host: 127.0.0.1, ssh_port: {}, user: {}, key: {}, known_hosts: {}, dir: {}, port: {port} }}\n",
+                sshd.port,
+                sshd.user,
+                sshd.key.display(),
+                sshd.known_hosts.display(),
+                sshd.hosts_dir().join(format!("web{i}")).display()
+            )
+        })
+        .collect();
+    let config = format!(
+        "  []\nenvironments:\n  remote:\n    targets:\n{targets}    service: {{ command: exec python3 app.py, stop_grace: 5s }}\n    health: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 15s }}\n    strategy: all-at-once\n"
+    );
+    let mut server = Server::start(temp.path(), "", &config);
+    let admin = server.admin();
+    publish(&admin, "1");
+    publish(&admin, "2");
+    let sorat = |server: &Server, args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_sorat"))
+            .args(args)
+            .args(["--server", &server.url])
+            .env("SORAT_TOKEN", ADMIN)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    for version in ["1", "2"] {
+        let (code, out) = sorat(
+            &server,
+            &["deploy", "remote", "--artifact", &format!("app@{version}")],
+        );
+        assert_eq!(
+            code,
+            Some(0),
+            "{out}\n{}\n{}",
+            server.log_text(),
+            sshd.log()
+        );
+        for port in &ports {
+            assert_eq!(version_on(*port).as_deref(), Some(version), "{out}");
+        }
+    }
+    let (code, table) = sorat(&server, &["releases", "remote", "--history"]);
+    assert_eq!(code, Some(0), "{table}");
+    assert!(table.contains("web-1"), "{table}");
+    assert!(table.contains("*   2 app@2"), "{table}");
+    assert!(table.contains("deploy"), "{table}");
+    let (code, out) = sorat(&server, &["rollback", "remote"]);
+    assert_eq!(code, Some(0), "{out}");
+    for port in &ports {
+        assert_eq!(version_on(*port).as_deref(), Some("1"), "{out}");
+    }
+    // The services run on the hosts, not under Sorat: a server restart leaves them up, and
+    // the new server sees what runs there.
+    server.terminate();
+    for port in &ports {
+        assert_eq!(version_on(*port).as_deref(), Some("1"));
+    }
+    server.spawn();
+    let (status, environments) = admin.get("/api/v1/environments");
+    assert_eq!(status, 200);
+    let hosts = environments["environments"][0]["hosts"].as_array().unwrap();
+    assert!(
+        hosts
+            .iter()
+            .all(|host| host["kind"] == "ssh" && host["current"] == 1),
+        "{environments:#}"
+    );
+    let (code, out) = sorat(&server, &["deploy", "remote", "--artifact", "app@2"]);
+    assert_eq!(code, Some(0), "{out}");
+    for port in &ports {
+        assert_eq!(version_on(*port).as_deref(), Some("2"), "{out}");
+    }
+    // The services' process groups go when `sshd` is dropped.
+}

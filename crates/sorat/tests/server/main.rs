@@ -16,5 +16,7 @@ mod artifacts;
 mod deploys;
 mod hooks;
 mod quickstart;
+#[path = "../../../sorat-deploy/tests/common/sshd.rs"]
+mod sshd;
 mod support;
 mod triggers;
