@@ -21,10 +21,49 @@ def evaluate(left, symbol, right):
     return int(result) if result == int(result) else result
 
 
+def serve(port):
+    """Serves the calculator over HTTP: `/calc?q=2+*+3`, `/version`, `/healthz`."""
+    import http.server
+    import urllib.parse
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            url = urllib.parse.urlsplit(self.path)
+            if url.path == "/healthz":
+                code, body = 200, "ok"
+            elif url.path == "/version":
+                code, body = 200, VERSION
+            elif url.path == "/calc":
+                query = urllib.parse.parse_qs(url.query).get("q", [""])[0].split()
+                try:
+                    code, body = 200, str(evaluate(*query))
+                except (TypeError, ValueError, ZeroDivisionError) as error:
+                    code, body = 400, f"error: {error}"
+            else:
+                code, body = 404, "try /calc?q=2+%2B+3"
+            data = (body + "\n").encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format, *args):
+            print(format % args, flush=True)
+
+    server = http.server.HTTPServer(("127.0.0.1", port), Handler)
+    print(f"calc {VERSION} serving on http://127.0.0.1:{port}", flush=True)
+    server.serve_forever()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--version"]:
         print(VERSION)
+        return 0
+    if argv == ["serve"]:
+        import os
+
+        serve(int(os.environ.get("PORT", "8000")))
         return 0
     if len(argv) != 3:
         print("usage: calc NUMBER OPERATOR NUMBER", file=sys.stderr)

@@ -36,41 +36,82 @@ fn sorat_up_on_the_quickstart_runs_its_pipeline() {
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let client = reqwest::blocking::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let run = loop {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    // Both projects' first runs: CI on main, and the release that deploys.
+    let runs = loop {
         let answer = client
-            .get(format!("{url}/api/v1/runs/1"))
+            .get(format!("{url}/api/v1/runs?limit=10"))
             .bearer_auth(ADMIN)
             .send()
             .ok()
             .and_then(|response| response.json::<serde_json::Value>().ok());
-        if let Some(run) = answer
-            && matches!(
-                run["status"].as_str(),
-                Some("success" | "failure" | "cancelled")
-            )
-        {
-            break run;
+        let ended: Vec<serde_json::Value> = answer
+            .as_ref()
+            .and_then(|answer| answer["runs"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|run| {
+                matches!(
+                    run["status"].as_str(),
+                    Some("success" | "failure" | "cancelled")
+                )
+            })
+            .cloned()
+            .collect();
+        let projects: std::collections::BTreeSet<&str> = ended
+            .iter()
+            .filter_map(|run| run["project"].as_str())
+            .collect();
+        if projects.len() == 2 {
+            break ended;
         }
         if Instant::now() > deadline {
             signal(child.id(), "KILL");
-            panic!("no run ended:\n{}", std::fs::read_to_string(&log).unwrap());
+            panic!(
+                "the runs did not end: {answer:#?}\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    let detail = |run: &serde_json::Value| -> serde_json::Value {
+        client
+            .get(format!("{url}/api/v1/runs/{}", run["id"]))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let ci = detail(runs.iter().find(|run| run["project"] == "quickstart").unwrap());
+    let release = detail(
+        runs.iter()
+            .find(|run| run["project"] == "quickstart-release")
+            .unwrap(),
+    );
+    // The calculator deployed to production answers over HTTP.
+    let answered = client
+        .get("http://127.0.0.1:8281/calc?q=2+*+21")
+        .send()
+        .ok()
+        .and_then(|response| response.text().ok());
     signal(child.id(), "TERM");
     let status = child.wait().unwrap();
     let printed = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(run["status"], "success", "{run:#}\n{printed}");
-    assert_eq!(run["project"], "quickstart");
-    assert_eq!(run["git_ref"], "refs/heads/main");
-    let jobs: Vec<&str> = run["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|job| job["key"].as_str().unwrap())
-        .collect();
-    assert_eq!(jobs, ["lint", "test", "package", "smoke"], "{run:#}");
+    assert_eq!(ci["status"], "success", "{ci:#}\n{printed}");
+    assert_eq!(ci["git_ref"], "refs/heads/main");
+    let jobs = |run: &serde_json::Value| -> Vec<String> {
+        run["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|job| job["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(jobs(&ci), ["lint", "test", "package", "smoke"], "{ci:#}");
+    assert_eq!(release["status"], "success", "{release:#}\n{printed}");
+    assert_eq!(jobs(&release), ["package", "staging", "production"]);
+    assert_eq!(answered.as_deref(), Some("42\n"), "{printed}");
     assert!(
         printed.contains(&format!("Sorat is up at {url}")),
         "{printed}"
