@@ -49,6 +49,37 @@ pub struct Environment {
     /// The bake window after a deploy: watched before it counts as done (none: done when
     /// every host is healthy).
     pub bake: Option<Bake>,
+    /// Who decides when an analysis is inconclusive (none: the deploy is rolled back).
+    pub judge: Option<Arc<dyn Judge>>,
+}
+
+/// What a person decided about a deploy paused on an inconclusive analysis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Go on as if the analysis had passed.
+    Promote {
+        /// Who.
+        by: String,
+    },
+    /// Roll back.
+    Abort {
+        /// Who, or why nobody did (a timeout).
+        by: String,
+    },
+}
+
+/// Asks a person what to do when an analysis is inconclusive; the deploy waits (its hosts
+/// as they are) until the answer comes.
+pub trait Judge: Send + Sync + std::fmt::Debug {
+    /// Decides about the deploy of `release` to `environment`, paused because analysis
+    /// `analysis` was inconclusive for `reason`.
+    fn decide<'a>(
+        &'a self,
+        environment: &'a str,
+        release: u32,
+        analysis: &'a str,
+        reason: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + 'a>>;
 }
 
 /// The bake window: for `duration` after the last host is switched, every host's health
@@ -806,7 +837,8 @@ pub async fn deploy(
             Action::Analyze(step) => {
                 tracing::info!(environment = %env.name, release = number, analysis = %step.name, "canary analysis");
                 let report = step.analysis.run(step.source.as_ref(), None).await;
-                if let Some(reason) = analysis_failure(&step.name, &report.outcome) {
+                let verdict = judged(env, number, &step.name, &report.outcome).await;
+                if let Some(reason) = verdict {
                     failure = Some(reason);
                 }
                 analyses.push((step.name.clone(), report));
@@ -822,7 +854,7 @@ pub async fn deploy(
         && let Some(bake) = &env.bake
     {
         tracing::info!(environment = %env.name, release = number, duration = ?bake.duration, "bake window");
-        let (result, analysis) = watch_bake(env, targets, bake).await;
+        let (result, analysis) = watch_bake(env, targets, bake, number).await;
         if let Some(report) = analysis
             && let Some(step) = &bake.analysis
         {
@@ -1097,8 +1129,31 @@ async fn prune_after_success(env: &Environment, targets: &[Target], reports: &mu
     }
 }
 
+/// Why an analysis stops a deploy, if it does: a failure; an inconclusive result unless the
+/// environment's judge promotes it (without a judge, the safe side is taken).
+async fn judged(
+    env: &Environment,
+    release: u32,
+    name: &str,
+    outcome: &AnalysisOutcome,
+) -> Option<String> {
+    if let (AnalysisOutcome::Inconclusive { reason }, Some(judge)) = (outcome, &env.judge) {
+        tracing::warn!(environment = %env.name, release, analysis = %name, %reason, "analysis inconclusive: waiting for a decision");
+        return match judge.decide(&env.name, release, name, reason).await {
+            Decision::Promote { by } => {
+                tracing::info!(environment = %env.name, release, %by, "promoted after an inconclusive analysis");
+                None
+            }
+            Decision::Abort { by } => Some(format!(
+                "analysis {name} was inconclusive ({reason}); aborted by {by}"
+            )),
+        };
+    }
+    analysis_failure(name, outcome)
+}
+
 /// Why an analysis stops a deploy, if it does: a failure, and an inconclusive result too
-/// (nobody is asked to decide yet, so the safe side is taken).
+/// (when nobody is asked, the safe side is taken).
 fn analysis_failure(name: &str, outcome: &AnalysisOutcome) -> Option<String> {
     match outcome {
         AnalysisOutcome::Successful => None,
@@ -1115,6 +1170,7 @@ async fn watch_bake(
     env: &Environment,
     targets: &[Target],
     bake: &Bake,
+    release: u32,
 ) -> (Result<(), String>, Option<AnalysisReport>) {
     let deadline = tokio::time::Instant::now() + bake.duration;
     let health = async {
@@ -1170,16 +1226,18 @@ async fn watch_bake(
                     return (Ok(()), report);
                 }
                 let measured = analysis.as_mut().await;
-                let verdict = measured.as_ref().and_then(|measured| {
-                    analysis_failure(bake.analysis.as_ref().map_or("", |step| step.name.as_str()), &measured.outcome)
-                });
+                let verdict = match &measured {
+                    Some(measured) => judged(env, release, bake.analysis.as_ref().map_or("", |step| step.name.as_str()), &measured.outcome).await,
+                    None => None,
+                };
                 return (verdict.map_or(Ok(()), Err), measured);
             }
             measured = &mut analysis, if !analysis_done => {
                 analysis_done = true;
-                let verdict = measured.as_ref().and_then(|measured| {
-                    analysis_failure(bake.analysis.as_ref().map_or("", |step| step.name.as_str()), &measured.outcome)
-                });
+                let verdict = match &measured {
+                    Some(measured) => judged(env, release, bake.analysis.as_ref().map_or("", |step| step.name.as_str()), &measured.outcome).await,
+                    None => None,
+                };
                 report = measured;
                 if let Some(reason) = verdict {
                     return (Err(reason), report);

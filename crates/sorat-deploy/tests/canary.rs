@@ -15,12 +15,36 @@ use sorat_deploy::analysis::{
     Analysis, AnalysisOutcome, MeasurementPhase, Metric, MetricsSource, PrometheusSource,
     QueryResult,
 };
-use sorat_deploy::deploy::{AnalysisStep, Bake, CanaryStep};
+use sorat_deploy::deploy::{AnalysisStep, Bake, CanaryStep, Decision, Judge};
 use sorat_deploy::{Host, HostOutcome, Outcome, Strategy, Target, deploy};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const ERROR_RATIO: &str =
     r#"sum(rate(http_requests_total{code="500"}[4s])) / sum(rate(http_requests_total[4s]))"#;
+
+/// Answers every question the same way and remembers who asked.
+#[derive(Debug)]
+struct FixedJudge {
+    answer: Decision,
+    asked: std::sync::Mutex<Vec<(String, u32)>>,
+}
+
+impl Judge for FixedJudge {
+    fn decide<'a>(
+        &'a self,
+        environment: &'a str,
+        release: u32,
+        _analysis: &'a str,
+        _reason: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + 'a>> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((environment.to_owned(), release));
+        let answer = self.answer.clone();
+        Box::pin(async move { answer })
+    }
+}
 
 /// A Prometheus scraping `ports` every second; killed (and its folder removed) on drop.
 struct Prometheus {
@@ -236,6 +260,68 @@ async fn canary_analysis_and_bake_window_against_a_real_prometheus() {
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
     assert_eq!(report.bake, Some(None));
     assert_eq!(report.analyses[0].1.outcome, AnalysisOutcome::Successful);
+
+    // Inconclusive (1 host of 3 failing: an error ratio near 1/3, neither below 5% nor above
+    // 60%): the deploy waits for a decision. Promoted, it goes on; aborted, it rolls back.
+    env.bake = None;
+    let metric = Metric::new("error-ratio", ERROR_RATIO)
+        .with_initial_delay(Duration::from_secs(5))
+        .with_interval(Duration::from_secs(1))
+        .with_count(2)
+        .with_success_condition("result[0] < 0.05")
+        .with_failure_condition("result[0] > 0.6");
+    let unsure = Arc::new(AnalysisStep {
+        name: "unsure".to_owned(),
+        analysis: Analysis::new(vec![metric]).unwrap(),
+        source: Arc::clone(&source),
+    });
+    let canary = Strategy::Canary {
+        steps: vec![
+            CanaryStep::Hosts(1),
+            CanaryStep::Analysis(Arc::clone(&unsure)),
+        ],
+    };
+    let judge = Arc::new(FixedJudge {
+        answer: Decision::Abort {
+            by: "carol".to_owned(),
+        },
+        asked: std::sync::Mutex::new(Vec::new()),
+    });
+    env.judge = Some(judge.clone());
+    let v6 = service_release(base, 6, "v6", "errors");
+    let report = deploy(&env, &targets, &v6, canary.clone()).await;
+    let Outcome::RolledBack { reason } = &report.outcome else {
+        panic!("{report:#?}")
+    };
+    assert!(
+        reason.contains("analysis unsure was inconclusive") && reason.ends_with("aborted by carol"),
+        "{reason}"
+    );
+    assert_eq!(
+        judge.asked.lock().unwrap().as_slice(),
+        [("staging".to_owned(), 6)]
+    );
+    let judge = Arc::new(FixedJudge {
+        answer: Decision::Promote {
+            by: "dave".to_owned(),
+        },
+        asked: std::sync::Mutex::new(Vec::new()),
+    });
+    env.judge = Some(judge.clone());
+    let v7 = service_release(base, 7, "v7", "errors");
+    let report = deploy(&env, &targets, &v7, canary).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    assert!(matches!(
+        report.analyses[0].1.outcome,
+        AnalysisOutcome::Inconclusive { .. }
+    ));
+    assert_eq!(judge.asked.lock().unwrap().len(), 1);
+    for port in &ports {
+        assert_eq!(
+            wait_version(*port, Duration::from_secs(5)).await.unwrap(),
+            "v7"
+        );
+    }
 
     traffic.abort();
     for target in &targets {

@@ -18,7 +18,7 @@ use sorat_config::platform::{
     CanaryStepConfig, EnvironmentConfig, HealthCheckKind, StrategyConfig, TargetPlace,
 };
 use sorat_deploy::analysis::{Analysis, Metric, PrometheusSource};
-use sorat_deploy::deploy::{AnalysisStep, Bake, CanaryStep};
+use sorat_deploy::deploy::{AnalysisStep, Bake, CanaryStep, Decision, Judge};
 use sorat_deploy::{
     DeployReport, Environment, HealthCheck, Host, Outcome, Probe, ReleaseFile, ReleaseMeta,
     ReleaseSpec, RestartPolicy, ServiceConfig, ServiceLine, SshHost, SshTarget, Strategy, Target,
@@ -43,6 +43,146 @@ pub struct EnvironmentState {
     pub busy: tokio::sync::Mutex<()>,
     /// The last lines its services wrote, oldest first.
     pub lines: Arc<std::sync::Mutex<std::collections::VecDeque<Value>>>,
+    /// A deploy waiting for a decision, if any.
+    pub pauses: Arc<Pauses>,
+}
+
+/// How long a deploy paused on an inconclusive analysis waits for `sorat promote` or
+/// `sorat abort` before it rolls back on its own.
+const DECISION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// A deploy waiting for a person's decision.
+#[derive(Debug)]
+struct Paused {
+    release: u32,
+    analysis: String,
+    reason: String,
+    since: String,
+    answer: tokio::sync::oneshot::Sender<Decision>,
+}
+
+/// The environment's judge: a deploy paused on an inconclusive analysis waits here until
+/// `POST /environments/{env}/promote|abort` answers, or the timeout aborts it.
+#[derive(Debug, Default)]
+pub struct Pauses {
+    waiting: std::sync::Mutex<Option<Paused>>,
+}
+
+impl Pauses {
+    /// What is paused, as JSON (`null` when nothing is).
+    pub fn describe(&self) -> Value {
+        match self.waiting.lock().ok().as_deref() {
+            Some(Some(paused)) => json!({
+                "release": paused.release,
+                "analysis": paused.analysis,
+                "reason": paused.reason,
+                "since": paused.since,
+            }),
+            _ => Value::Null,
+        }
+    }
+
+    /// Answers the paused deploy; false when none waits.
+    fn answer(&self, decision: Decision) -> bool {
+        let paused = self.waiting.lock().ok().and_then(|mut slot| slot.take());
+        match paused {
+            Some(paused) => paused.answer.send(decision).is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl Judge for Pauses {
+    fn decide<'a>(
+        &'a self,
+        _environment: &'a str,
+        release: u32,
+        analysis: &'a str,
+        reason: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + 'a>> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        if let Ok(mut slot) = self.waiting.lock() {
+            *slot = Some(Paused {
+                release,
+                analysis: analysis.to_owned(),
+                reason: reason.to_owned(),
+                since: jiff::Timestamp::now().to_string(),
+                answer: sender,
+            });
+        }
+        Box::pin(async move {
+            let decision = match tokio::time::timeout(DECISION_TIMEOUT, receiver).await {
+                Ok(Ok(decision)) => decision,
+                _ => Decision::Abort {
+                    by: format!(
+                        "nobody within {}",
+                        sorat_config::duration::format_duration(DECISION_TIMEOUT)
+                    ),
+                },
+            };
+            if let Ok(mut slot) = self.waiting.lock() {
+                slot.take();
+            }
+            decision
+        })
+    }
+}
+
+/// `POST /api/v1/environments/{env}/promote`: a deploy paused on an inconclusive analysis
+/// goes on. Needs the environment's approval role (developer when it has none).
+pub async fn promote(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    decide(&state, &caller, &name, true).await
+}
+
+/// `POST /api/v1/environments/{env}/abort`: a deploy paused on an inconclusive analysis
+/// rolls back.
+pub async fn abort(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    decide(&state, &caller, &name, false).await
+}
+
+async fn decide(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    name: &str,
+    promote: bool,
+) -> ApiResult<Json<Value>> {
+    let environment = find(state, name)?;
+    let role: Role = environment
+        .config
+        .approval
+        .as_deref()
+        .unwrap_or("developer")
+        .parse()
+        .map_err(|_| ApiError::internal("bad approval role"))?;
+    caller.require(&state.store, None, role).await?;
+    let paused = environment.pauses.describe();
+    let by = caller.name.clone();
+    let decision = if promote {
+        Decision::Promote { by: by.clone() }
+    } else {
+        Decision::Abort { by: by.clone() }
+    };
+    if !environment.pauses.answer(decision) {
+        return Err(ApiError::conflict(
+            "not_paused",
+            format!("no deploy to `{name}` is waiting for a decision"),
+        ));
+    }
+    tracing::info!(environment = %name, promote, %by, "decision on a paused deploy");
+    Ok(Json(json!({
+        "environment": name,
+        "decision": if promote { "promote" } else { "abort" },
+        "by": by,
+        "paused": paused,
+    })))
 }
 
 /// How many of its services' lines an environment keeps for the API.
@@ -110,6 +250,7 @@ impl EnvironmentState {
     /// Builds the environment from its configuration (already validated: queries parse,
     /// conditions parse, names refer to analyses that exist).
     pub fn new(config: &EnvironmentConfig) -> EnvironmentState {
+        let pauses = Arc::new(Pauses::default());
         let analyses = analysis_steps(config);
         let analysis = |name: &str| analyses.iter().find(|step| step.name == name).cloned();
         let strategy = match &config.strategy {
@@ -160,6 +301,7 @@ impl EnvironmentState {
             },
             keep_releases: config.keep_releases,
             bake,
+            judge: Some(Arc::clone(&pauses) as Arc<dyn Judge>),
         };
         let lines = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
         let sender = collect_lines(config.name.clone(), Arc::clone(&lines));
@@ -204,6 +346,7 @@ impl EnvironmentState {
             strategy,
             busy: tokio::sync::Mutex::new(()),
             lines,
+            pauses,
         }
     }
 }
@@ -530,7 +673,11 @@ pub async fn list(
                 "service": format!("{:?}", target.service_state().await),
             }));
         }
-        out.push(json!({ "name": environment.config.name, "hosts": hosts }));
+        out.push(json!({
+            "name": environment.config.name,
+            "hosts": hosts,
+            "paused": environment.pauses.describe(),
+        }));
     }
     Ok(Json(json!({ "environments": out })))
 }

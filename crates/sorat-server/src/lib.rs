@@ -518,6 +518,11 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/environments/{name}/logs", get(deploys::logs))
         .route(
+            "/api/v1/environments/{name}/promote",
+            post(deploys::promote),
+        )
+        .route("/api/v1/environments/{name}/abort", post(deploys::abort))
+        .route(
             "/api/v1/runs/{id}/jobs/{job}/approve",
             post(deploys::approve),
         )

@@ -42,6 +42,37 @@ pub(crate) struct ReleasesArgs {
     client: ClientArgs,
 }
 
+/// Arguments of `sorat promote` and `sorat abort`.
+#[derive(clap::Args)]
+pub(crate) struct DecideArgs {
+    /// The environment whose deploy waits for a decision.
+    environment: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// `sorat promote ENV` / `sorat abort ENV`: answers a deploy paused on an inconclusive
+/// analysis.
+pub(crate) fn decide(args: DecideArgs, promote: bool) -> u8 {
+    let path = format!(
+        "/api/v1/environments/{}/{}",
+        args.environment,
+        if promote { "promote" } else { "abort" }
+    );
+    with_client(&args.client, |client| async move {
+        let answer = client.send(reqwest::Method::POST, &path, None).await?;
+        println!(
+            "{}: {} release {} (analysis {}: {})",
+            answer["environment"].as_str().unwrap_or(""),
+            if promote { "promoted" } else { "aborted" },
+            answer["paused"]["release"],
+            answer["paused"]["analysis"].as_str().unwrap_or(""),
+            answer["paused"]["reason"].as_str().unwrap_or("")
+        );
+        Ok(exit::SUCCESS)
+    })
+}
+
 /// Arguments of `sorat approve`.
 #[derive(clap::Args)]
 pub(crate) struct ApproveArgs {

@@ -66,6 +66,10 @@ enum Command {
     Releases(deploy::ReleasesArgs),
     /// Approve a deployment job that waits for its environment's approval.
     Approve(deploy::ApproveArgs),
+    /// Let a deploy paused on an inconclusive analysis go on.
+    Promote(deploy::DecideArgs),
+    /// Roll back a deploy paused on an inconclusive analysis.
+    Abort(deploy::DecideArgs),
     /// The artifact repository of a server: list, download, verify.
     Artifacts {
         #[command(subcommand)]
@@ -142,6 +146,8 @@ fn main() -> ExitCode {
         Command::Rollback(args) => deploy::rollback(args),
         Command::Releases(args) => deploy::releases(args),
         Command::Approve(args) => deploy::approve(args),
+        Command::Promote(args) => deploy::decide(args, true),
+        Command::Abort(args) => deploy::decide(args, false),
         Command::Up(args) => server::up(args),
         Command::Agent(args) => server::agent(args),
         Command::Trigger(args) => server::trigger(args),

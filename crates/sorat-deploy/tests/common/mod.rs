@@ -132,6 +132,7 @@ pub fn environment(health_timeout: Duration) -> Environment {
         },
         keep_releases: 5,
         bake: None,
+        judge: None,
     }
 }
 

@@ -136,6 +136,21 @@ fn deploy_roll_back_and_refuse_what_does_not_verify() {
         "{logs:#}"
     );
 
+    // Nothing waits for a decision: promote says so (exit 2), and the list shows no pause.
+    let promote = sorat(&["promote", "staging"]);
+    assert_eq!(promote.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&promote.stderr)
+            .contains("no deploy to `staging` is waiting for a decision"),
+        "{}",
+        String::from_utf8_lossy(&promote.stderr)
+    );
+    let (_, environments) = admin.get("/api/v1/environments");
+    assert_eq!(
+        environments["environments"][0]["paused"],
+        serde_json::Value::Null
+    );
+
     // The releases table marks the current one.
     let table = sorat(&["releases", "staging"]);
     let table = String::from_utf8_lossy(&table.stdout);

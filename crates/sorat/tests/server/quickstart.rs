@@ -83,7 +83,11 @@ fn sorat_up_on_the_quickstart_runs_its_pipeline() {
             .json()
             .unwrap()
     };
-    let ci = detail(runs.iter().find(|run| run["project"] == "quickstart").unwrap());
+    let ci = detail(
+        runs.iter()
+            .find(|run| run["project"] == "quickstart")
+            .unwrap(),
+    );
     let release = detail(
         runs.iter()
             .find(|run| run["project"] == "quickstart-release")
