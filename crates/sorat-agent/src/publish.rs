@@ -67,9 +67,19 @@ impl HttpPublisher {
                 .len();
             files.push((path.clone(), digest, size, *mode));
         }
+        let mut attachments = Vec::new();
+        for (kind, disk, media_type) in &request.attachments {
+            let disk_path = disk.clone();
+            let digest = tokio::task::spawn_blocking(move || sha256_file(&disk_path))
+                .await
+                .map_err(|error| error.to_string())?
+                .map_err(|error| format!("{kind}: {error}"))?;
+            attachments.push((kind.clone(), digest, media_type.clone(), disk.clone()));
+        }
         let digests: Vec<&str> = files
             .iter()
             .map(|(_, digest, _, _)| digest.as_str())
+            .chain(attachments.iter().map(|(_, digest, _, _)| digest.as_str()))
             .collect();
         let missing = Self::answer(
             self.client
@@ -90,11 +100,21 @@ impl HttpPublisher {
                     .collect()
             })
             .unwrap_or_default();
-        for (path, digest, _, _) in &files {
-            if !missing.contains(digest) {
+        let uploads = files
+            .iter()
+            .map(|(path, digest, _, _)| (path.clone(), digest, path_on_disk(&request, path)))
+            .chain(
+                attachments
+                    .iter()
+                    .map(|(kind, digest, _, disk)| (kind.clone(), digest, disk.as_path())),
+            );
+        let mut sent: Vec<&String> = Vec::new();
+        for (path, digest, disk) in uploads {
+            if !missing.contains(digest) || sent.contains(&digest) {
                 continue;
             }
-            let file = tokio::fs::File::open(path_on_disk(&request, path))
+            sent.push(digest);
+            let file = tokio::fs::File::open(disk)
                 .await
                 .map_err(|error| format!("{path}: {error}"))?;
             let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
@@ -119,7 +139,9 @@ impl HttpPublisher {
             "files": files.iter().map(|(path, digest, size, mode)| json!({
                 "path": path, "digest": digest, "size": size, "mode": mode,
             })).collect::<Vec<_>>(),
-            "attachments": [],
+            "attachments": attachments.iter().map(|(kind, digest, media_type, _)| json!({
+                "kind": kind, "digest": digest, "media_type": media_type,
+            })).collect::<Vec<_>>(),
             "metadata": {
                 "project": origin.project,
                 "commit": origin.commit,

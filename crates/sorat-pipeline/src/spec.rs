@@ -555,6 +555,7 @@ impl Builtin {
                 ("path", true),
                 ("version", false),
                 ("moving", false),
+                ("attachments", false),
             ],
             Builtin::Deploy => &[("artifact", true), ("environment", false)],
         }

@@ -6,7 +6,9 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
-use sorat_artifacts::{ArtifactStore, FileRef, Metadata, PublishRequest, StorageConfig};
+use sorat_artifacts::{
+    ArtifactStore, Attachment, FileRef, Metadata, PublishRequest, StorageConfig,
+};
 use sorat_pipeline::exec::{ArtifactPublisher, PublishFiles, PublishedArtifact};
 
 use crate::exit;
@@ -230,13 +232,28 @@ impl ArtifactPublisher for LocalPublisher {
                     mode: *mode,
                 });
             }
+            let mut attachments = Vec::new();
+            for (kind, disk, media_type) in &request.attachments {
+                let bytes = tokio::fs::read(disk)
+                    .await
+                    .map_err(|error| format!("{kind}: {}: {error}", disk.display()))?;
+                let digest = store
+                    .put_blob_bytes(bytes.into())
+                    .await
+                    .map_err(|error| error.to_string())?;
+                attachments.push(Attachment {
+                    kind: kind.clone(),
+                    digest,
+                    media_type: media_type.clone(),
+                });
+            }
             let origin = &request.origin;
             let published = store
                 .publish(&PublishRequest {
                     name: request.name.clone(),
                     version: request.version.clone(),
                     files,
-                    attachments: Vec::new(),
+                    attachments,
                     metadata: Metadata {
                         project: Some(origin.project.clone()),
                         commit: Some(origin.commit.clone()),

@@ -1128,12 +1128,21 @@ async fn publish_artifact(
         },
         job: run.key.0.clone(),
     };
+    let attachments = match attachments_of(
+        &run.workspace,
+        inputs.get("attachments").map_or("", String::as_str),
+    ) {
+        Ok(attachments) => attachments,
+        Err(message) => return BuiltinOutcome::failure(message),
+    };
     let count = files.len();
+    let attached = attachments.len();
     let request = PublishFiles {
         name: name.clone(),
         version: version.clone(),
         moving,
         files,
+        attachments,
         origin,
     };
     match publisher.publish(request).await {
@@ -1141,8 +1150,13 @@ async fn publish_artifact(
             note(
                 log,
                 &format!(
-                    "sorat: published `{name}@{version}`: {count} files ({}), {}{}",
+                    "sorat: published `{name}@{version}`: {count} files ({}){}, {}{}",
                     human_bytes(published.size),
+                    if attached > 0 {
+                        format!(" and {attached} attachment(s)")
+                    } else {
+                        String::new()
+                    },
                     published.digest,
                     if published.created {
                         ""
@@ -1161,6 +1175,67 @@ async fn publish_artifact(
             BuiltinOutcome::failure(format!("publishing `{name}@{version}`: {message}"))
         }
     }
+}
+
+/// The `attachments` input of `publish-artifact`: one `KIND: PATH` per line (`sbom:
+/// dist/sbom.cdx.json`, `junit: report.xml`), each an existing file of the workspace; the
+/// media type follows from the file's name.
+fn attachments_of(workspace: &Path, text: &str) -> Result<Vec<(String, PathBuf, String)>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        let Some((kind, path)) = line.split_once(':') else {
+            return Err(format!(
+                "`attachments`: `{line}` is not `KIND: PATH` (e.g. `sbom: dist/sbom.cdx.json`)"
+            ));
+        };
+        let (kind, path) = (kind.trim(), path.trim());
+        if kind.is_empty()
+            || !kind
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "`attachments`: the kind `{kind}` must be letters, digits, `-`, `_` or `.`"
+            ));
+        }
+        let relative = Path::new(path);
+        if path.is_empty()
+            || !relative.components().all(|part| {
+                matches!(
+                    part,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
+        {
+            return Err(format!(
+                "`attachments`: `{path}` must be a path inside the workspace"
+            ));
+        }
+        let disk = workspace.join(relative);
+        if !disk.is_file() {
+            return Err(format!(
+                "`attachments`: {kind}: no file `{path}` in the workspace"
+            ));
+        }
+        let lower = path.to_ascii_lowercase();
+        let media_type = if lower.ends_with(".cdx.json") {
+            "application/vnd.cyclonedx+json"
+        } else if lower.ends_with(".spdx.json") {
+            "application/spdx+json"
+        } else if lower.ends_with(".sarif") || lower.ends_with(".sarif.json") {
+            "application/sarif+json"
+        } else if lower.ends_with(".json") {
+            "application/json"
+        } else if lower.ends_with(".xml") {
+            "application/xml"
+        } else if lower.ends_with(".txt") || lower.ends_with(".md") {
+            "text/plain"
+        } else {
+            "application/octet-stream"
+        };
+        out.push((kind.to_owned(), disk, media_type.to_owned()));
+    }
+    Ok(out)
 }
 
 /// `deploy`: the artifact to an environment, through the server (the job's `environment`

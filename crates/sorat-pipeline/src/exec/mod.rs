@@ -109,6 +109,8 @@ pub struct PublishFiles {
     pub moving: bool,
     /// The files: path inside the artifact (`/`-separated), path on disk, mode.
     pub files: Vec<(String, PathBuf, u32)>,
+    /// The attachments (SBOM, scan reports, test reports): kind, path on disk, media type.
+    pub attachments: Vec<(String, PathBuf, String)>,
     /// Where it comes from.
     pub origin: PublishOrigin,
 }

@@ -243,12 +243,13 @@ jobs:
   build:
     steps:
       - uses: actions/checkout@v4
-      - run: mkdir -p dist && cp app.py dist/ && echo "${{ github.run_number }}" > dist/VERSION
+      - run: mkdir -p dist && cp app.py dist/ && echo "${{ github.run_number }}" > dist/VERSION && echo '{"bomFormat":"CycloneDX"}' > sbom.cdx.json
       - uses: publish-artifact
         with:
           name: app
           path: dist
           version: "${{ github.run_number }}"
+          attachments: "sbom: sbom.cdx.json"
   staging:
     needs: build
     environment: staging
@@ -371,6 +372,14 @@ jobs:
     }
     let (_, log) = admin.text(&format!("/api/v1/runs/{id}/jobs/production/logs"));
     assert!(log.contains("deployed `app@1` to `production`"), "{log}");
+    // The SBOM went with the artifact, through the agent's upload.
+    let (status, artifact) = admin.get("/api/v1/artifacts/app/1");
+    assert_eq!(status, 200, "{artifact}");
+    let text = artifact.to_string();
+    assert!(
+        text.contains("\"kind\":\"sbom\"") && text.contains("application/vnd.cyclonedx+json"),
+        "{artifact:#}"
+    );
     // A second approval is refused; the deployment is on record with its report.
     let (status, _) = admin.post(
         &format!("/api/v1/runs/{id}/jobs/production/approve"),
