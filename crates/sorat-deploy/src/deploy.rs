@@ -807,6 +807,7 @@ pub async fn deploy(
                         .map(|index| activate(env, &targets[*index], number, Phase::Switch)),
                 )
                 .await;
+                let mut healthy = Vec::new();
                 for (index, (result, timings)) in chunk.iter().zip(results) {
                     let report = &mut reports[*index];
                     report.timings.extend(timings);
@@ -815,9 +816,7 @@ pub async fn deploy(
                         Ok(()) => {
                             report.outcome = HostOutcome::Deployed;
                             report.current = Some(number);
-                            targets[*index]
-                                .set_status(number, ReleaseStatus::Deployed)
-                                .await;
+                            healthy.push(*index);
                         }
                         Err(error) => {
                             report.outcome = HostOutcome::FailedRolledBack;
@@ -829,6 +828,12 @@ pub async fn deploy(
                         }
                     }
                 }
+                join_all(
+                    healthy
+                        .iter()
+                        .map(|index| targets[*index].set_status(number, ReleaseStatus::Deployed)),
+                )
+                .await;
             }
             Action::Pause(duration) => {
                 tracing::info!(environment = %env.name, release = number, ?duration, "canary pause");
@@ -1117,9 +1122,13 @@ async fn revert(
 }
 
 async fn prune_after_success(env: &Environment, targets: &[Target], reports: &mut [HostReport]) {
-    for (target, report) in targets.iter().zip(reports.iter_mut()) {
+    let results = join_all(targets.iter().zip(reports.iter()).map(|(target, report)| {
         let protect: Vec<u32> = report.previous.into_iter().collect();
-        match target.prune(env.keep_releases, protect).await {
+        target.prune(env.keep_releases, protect)
+    }))
+    .await;
+    for (report, result) in reports.iter_mut().zip(results) {
+        match result {
             Ok(removed) if !removed.is_empty() => {
                 tracing::debug!(host = %report.host, ?removed, "old releases pruned");
             }
