@@ -627,11 +627,13 @@ impl JobRunner {
                 server: self.options.server.clone(),
                 token: self.options.token.clone(),
                 client: self.client.clone(),
+                job: None,
             })),
             deployer: Some(Arc::new(publish::HttpPublisher {
                 server: self.options.server.clone(),
                 token: self.options.token.clone(),
                 client: self.client.clone(),
+                job: Some((assignment.job_id, assignment.lease_token.clone())),
             })),
         };
         let artifacts_dir = request.artifacts_dir.clone();

@@ -22,6 +22,9 @@ pub struct HttpPublisher {
     pub token: String,
     /// The client.
     pub client: reqwest::Client,
+    /// The job this agent runs and its lease, sent with a deploy: the server lets an agent
+    /// deploy only for a running deployment job that passed its environment's protection.
+    pub job: Option<(i64, String)>,
 }
 
 /// `sha256:<hex>` of a file, read in blocks.
@@ -207,7 +210,12 @@ impl Deployer for HttpPublisher {
                 ))
                 .bearer_auth(&publisher.token)
                 .timeout(Duration::from_secs(3600))
-                .json(&json!({ "artifact": artifact }))
+                .json(&match &publisher.job {
+                    Some((job, lease)) => {
+                        json!({ "artifact": artifact, "job": job, "lease": lease })
+                    }
+                    None => json!({ "artifact": artifact }),
+                })
                 .send()
                 .await
                 .map_err(|error| error.to_string())?;

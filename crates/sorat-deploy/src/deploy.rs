@@ -256,6 +256,17 @@ impl Target {
         }
     }
 
+    /// The release `current` points at and the complete releases (one round trip over SSH).
+    pub async fn current_and_releases(&self) -> Result<(Option<u32>, Vec<u32>), ReleaseError> {
+        match &self.place {
+            Place::Local(host) => {
+                let host = host.clone();
+                blocking_release(move || Ok((host.current()?, host.releases()?))).await
+            }
+            Place::Ssh(host) => host.current_and_releases().await,
+        }
+    }
+
     /// The `release.json` of release `number`.
     pub async fn record(&self, number: u32) -> Result<ReleaseRecord, ReleaseError> {
         match &self.place {
@@ -354,6 +365,12 @@ impl Target {
         let Some(number) = self.current().await? else {
             return Ok(None);
         };
+        if let Place::Ssh(host) = &self.place
+            && let Some(service) = host.attach(number, self.lines.clone()).await?
+        {
+            *self.service.lock().await = Some(Running::Remote(service));
+            return Ok(Some(number));
+        }
         self.restart(env, number)
             .await
             .map_err(|error| DeployError::Service {
@@ -941,9 +958,9 @@ pub async fn rollback(
 ) -> Result<DeployReport, DeployError> {
     let started = Instant::now();
     let mut plan = Vec::with_capacity(targets.len());
-    for target in targets {
-        let current = target.current().await?;
-        let present = target.releases().await?;
+    let states = join_all(targets.iter().map(Target::current_and_releases)).await;
+    for (target, read) in targets.iter().zip(states) {
+        let (current, present) = read?;
         let name = target.name().to_owned();
         let destination = match (to, current) {
             (Some(number), _) => {
@@ -976,6 +993,7 @@ pub async fn rollback(
     }))
     .await;
     let mut reports = Vec::with_capacity(targets.len());
+    let mut statuses = Vec::new();
     let mut first_failure = None;
     for ((target, (current, destination)), (result, timings)) in
         targets.iter().zip(&plan).zip(results)
@@ -989,7 +1007,7 @@ pub async fn rollback(
                 if let Some(from) = current
                     && from != destination
                 {
-                    target.set_status(*from, ReleaseStatus::RolledBack).await;
+                    statuses.push((target, *from));
                 }
             }
             Err(error) => {
@@ -1002,6 +1020,12 @@ pub async fn rollback(
         }
         reports.push(report);
     }
+    join_all(
+        statuses
+            .iter()
+            .map(|(target, from)| target.set_status(*from, ReleaseStatus::RolledBack)),
+    )
+    .await;
     let outcome = match first_failure {
         None => Outcome::Succeeded,
         Some(reason) => Outcome::Failed { reason },

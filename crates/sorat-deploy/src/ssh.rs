@@ -7,10 +7,12 @@
 //! user's `~/.ssh/config` says (jump hosts, ciphers). One master connection per host carries
 //! every command, so a command costs a round trip, not a handshake.
 //!
-//! Files go to a host once: each blob is streamed to `blobs/sha256/<hex>` and hashed while
-//! it is written there; a blob whose digest differs is removed and the prepare fails. A
-//! release's files are copies of blobs (`cp --reflink=auto`), so a service that writes to its
-//! files cannot damage the cache, and a blob already present is verified again before use.
+//! Files go to a host once: each blob is streamed to a temporary file (the local file is
+//! ssh's stdin as it is), fsynced, hashed on the host (OpenSSL when present, else coreutils)
+//! and only then renamed to `blobs/sha256/<hex>`; a blob whose digest differs is removed and
+//! the prepare fails. A release's files are copies of blobs (`cp --reflink=auto`), so a
+//! service that writes to its files cannot damage the cache, and a blob already present is
+//! verified again before use.
 //!
 //! The service runs under a small `sh` supervisor started with `setsid` (its own session and
 //! process group, detached from the SSH connection): it restarts the command with doubling
@@ -391,6 +393,12 @@ impl SshHost {
     /// The complete releases, in increasing order.
     pub async fn releases(&self) -> Result<Vec<u32>, ReleaseError> {
         Ok(self.state().await?.releases)
+    }
+
+    /// The current release and the complete releases, in one round trip.
+    pub async fn current_and_releases(&self) -> Result<(Option<u32>, Vec<u32>), ReleaseError> {
+        let state = self.state().await?;
+        Ok((state.current, state.releases))
     }
 
     /// Current, releases and the recorded last number, in one round trip.
@@ -824,6 +832,44 @@ echo $! > "$S/pid""#,
             poller,
             tail,
         })
+    }
+
+    /// Watches the service that runs on the host, if one does (it outlived Sorat): returns
+    /// `None` when none runs, so the caller starts one.
+    pub async fn attach(
+        self: &Arc<Self>,
+        number: u32,
+        lines: Option<mpsc::Sender<ServiceLine>>,
+    ) -> Result<Option<RemoteService>, ReleaseError> {
+        let out = self
+            .run_ok(
+                "cannot read the service's state",
+                r#"S="$R/service"
+[ -f "$S/pid" ] || exit 0
+pid=$(cat "$S/pid")
+if command -v ps >/dev/null 2>&1; then
+  ps -eo pgid=,stat= | awk -v g="$pid" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }' && echo alive
+else
+  kill -0 -"$pid" 2>/dev/null && echo alive
+fi
+true"#,
+                &[],
+                None,
+            )
+            .await?;
+        if out.trim() != "alive" {
+            return Ok(None);
+        }
+        let state = self.read_state().await?;
+        let (sender, receiver) = watch::channel(state);
+        let poller = tokio::spawn(poll_state(Arc::clone(self), sender));
+        let tail = lines.map(|lines| tokio::spawn(tail_log(Arc::clone(self), number, lines)));
+        tracing::info!(host = %self.name(), release = number, "the service runs on the host: watching it");
+        Ok(Some(RemoteService {
+            states: receiver,
+            poller,
+            tail,
+        }))
     }
 
     /// Stops the service: SIGTERM to its process group, SIGKILL after `grace`.

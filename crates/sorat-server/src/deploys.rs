@@ -411,8 +411,13 @@ pub async fn gate(state: &Arc<AppState>, job: &sorat_state::Job) -> ApiResult<Ga
     if let Some(role) = &environment.config.approval
         && job.approved_by.is_none()
     {
+        let article = if role.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
         return Ok(Gate::Approval(format!(
-            "waiting for approval by a {role} to deploy to `{name}`: sorat approve {} {}",
+            "waiting for approval by {article} {role} to deploy to `{name}`: sorat approve {} {}",
             job.run_id, job.key
         )));
     }
@@ -726,6 +731,12 @@ pub async fn releases(
 pub struct DeployRequest {
     /// `name@version` in the artifact repository.
     pub artifact: String,
+    /// The deployment job an agent deploys for (agents only).
+    #[serde(default)]
+    pub job: Option<i64>,
+    /// That job's lease token (agents only).
+    #[serde(default)]
+    pub lease: Option<String>,
 }
 
 /// `POST /api/v1/environments/{env}/deploy`: the artifact, verified, to every host by the
@@ -737,11 +748,52 @@ pub async fn deploy(
     Path(name): Path<String>,
     Json(body): Json<DeployRequest>,
 ) -> ApiResult<Response> {
-    // Agents deploy for a pipeline's deployment job; people need the developer role.
-    if caller.kind != sorat_state::TokenKind::Agent {
-        caller.require(&state.store, None, Role::Developer).await?;
-    }
     let environment = Arc::clone(find(&state, &name)?);
+    // Protection cannot be gone around: an agent deploys only for the running deployment job
+    // it holds the lease of, and only once that job passed the environment's gates (approval,
+    // branches); a person needs the developer role, and the approval role when the
+    // environment has one (deploying by hand is approving it).
+    if caller.kind == sorat_state::TokenKind::Agent {
+        let (Some(job_id), Some(lease)) = (body.job, body.lease.as_deref()) else {
+            return Err(ApiError::forbidden(
+                "an agent deploys only for a running deployment job: send its `job` and `lease`",
+            ));
+        };
+        let job = state
+            .store
+            .job(job_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("job {job_id}")))?;
+        if job.status != sorat_state::JobStatus::Running
+            || job.lease_token.as_deref() != Some(lease)
+        {
+            return Err(ApiError::conflict(
+                "lease_lost",
+                format!("job {job_id} is not running under this lease"),
+            ));
+        }
+        let mut judged = job.clone();
+        judged.environment = Some(name.clone());
+        match gate(&state, &judged).await? {
+            Gate::Open => {}
+            Gate::Approval(_) if job.environment.as_deref() != Some(name.as_str()) => {
+                return Err(ApiError::forbidden(format!(
+                    "environment `{name}` needs an approval, and job `{}` names another environment (or names it by an expression), so it never waited for one: write `environment: {name}` on the job",
+                    job.key
+                )));
+            }
+            Gate::Approval(why) => return Err(ApiError::forbidden(why)),
+            Gate::Refused(reason) => return Err(ApiError::forbidden(reason)),
+        }
+    } else {
+        caller.require(&state.store, None, Role::Developer).await?;
+        if let Some(role) = environment.config.approval.as_deref() {
+            let needed: Role = role
+                .parse()
+                .map_err(|_| ApiError::internal(format!("bad approval role `{role}`")))?;
+            caller.require(&state.store, None, needed).await?;
+        }
+    }
     let Some((artifact_name, version)) = body.artifact.rsplit_once('@') else {
         return Err(ApiError::field("artifact", "write NAME@VERSION"));
     };

@@ -346,6 +346,19 @@ jobs:
         json!({}),
     );
     assert_eq!(status, 403, "{body}");
+    // Nor go around the approval by deploying by hand.
+    let (status, body) = developer.post(
+        "/api/v1/environments/production/deploy",
+        json!({ "artifact": "app@1" }),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("admin"),
+        "{body}"
+    );
     let approve = Command::new(env!("CARGO_BIN_EXE_sorat"))
         .args([
             "approve",
@@ -495,6 +508,15 @@ fn deploys_to_ssh_hosts_from_sorat_yaml_and_their_services_outlive_the_server() 
     }
     // The services run on the hosts, not under Sorat: a server restart leaves them up, and
     // the new server sees what runs there.
+    let pids = || -> Vec<String> {
+        (0..2)
+            .map(|i| {
+                std::fs::read_to_string(sshd.hosts_dir().join(format!("web{i}/service/pid")))
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let before = pids();
     server.terminate();
     for port in &ports {
         assert_eq!(version_on(*port).as_deref(), Some("1"));
@@ -508,6 +530,16 @@ fn deploys_to_ssh_hosts_from_sorat_yaml_and_their_services_outlive_the_server() 
             .iter()
             .all(|host| host["kind"] == "ssh" && host["current"] == 1),
         "{environments:#}"
+    );
+    // Watched, not restarted: the same supervisors run.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pids(), before, "{}", server.log_text());
+    assert!(
+        server
+            .log_text()
+            .contains("the service runs on the host: watching it"),
+        "{}",
+        server.log_text()
     );
     let (code, out) = sorat(&server, &["deploy", "remote", "--artifact", "app@2"]);
     assert_eq!(code, Some(0), "{out}");
