@@ -674,6 +674,10 @@ impl Loader<'_> {
         let entries = crate::reader::named_entries(file, node, "`environments`", self.diagnostics);
         let mut out = Vec::new();
         let mut ports: Vec<(u16, Span)> = Vec::new();
+        let names: Vec<String> = entries
+            .iter()
+            .map(|(name, _, _)| name.to_string())
+            .collect();
         for (name, key, value) in entries {
             if name.is_empty()
                 || !name
@@ -686,7 +690,7 @@ impl Loader<'_> {
                 );
                 continue;
             }
-            if let Some(environment) = self.environment(name, key.span, value, &mut ports) {
+            if let Some(environment) = self.environment(name, key.span, value, &mut ports, &names) {
                 out.push(environment);
             }
         }
@@ -850,6 +854,7 @@ impl Loader<'_> {
         span: Span,
         node: &Node,
         ports: &mut Vec<(u16, Span)>,
+        names: &[String],
     ) -> Option<EnvironmentConfig> {
         let file = self.file;
         let what = format!("environment `{name}`");
@@ -865,18 +870,42 @@ impl Loader<'_> {
         let branches_node = reader.get("branches");
         let requires = reader.get("requires");
         reader.finish(self.diagnostics);
-        let requires: Vec<String> = match requires {
-            Some(node) => expect_text_list(file, node, "`requires`", self.diagnostics)
-                .into_iter()
-                .map(|(text, _)| text.to_string())
-                .collect(),
-            None => Vec::new(),
-        };
+        let mut required = Vec::new();
+        if let Some(node) = requires {
+            for (text, text_node) in expect_text_list(file, node, "`requires`", self.diagnostics) {
+                let text_span = text_node.span;
+                if text == name {
+                    self.error(
+                        text_span,
+                        format!("environment `{name}` cannot require itself"),
+                    );
+                } else if !names.iter().any(|known| known.as_str() == text) {
+                    self.error(
+                        text_span,
+                        format!("`requires`: no environment `{text}` in `environments`"),
+                    );
+                } else {
+                    required.push(text.to_string());
+                }
+            }
+        }
+        let requires = required;
         let mut hosts = Vec::new();
         match targets.and_then(Node::as_seq) {
             Some(items) if !items.is_empty() => {
                 for item in items {
                     if let Some(target) = self.target(item, ports) {
+                        if let Some(name) = &target.name
+                            && hosts
+                                .iter()
+                                .any(|other: &TargetConfig| other.name.as_ref() == Some(name))
+                        {
+                            self.error(
+                                item.head_span(file),
+                                format!("two targets are named `{name}`"),
+                            );
+                            continue;
+                        }
                         hosts.push(target);
                     }
                 }
@@ -1024,13 +1053,27 @@ impl Loader<'_> {
             }
             None => None,
         };
-        let branches: Vec<String> = match branches_node {
-            Some(node) => expect_text_list(file, node, "`branches`", self.diagnostics)
-                .into_iter()
-                .map(|(text, _)| text.to_string())
-                .collect(),
-            None => Vec::new(),
-        };
+        let mut branches = Vec::new();
+        if let Some(node) = branches_node {
+            for (text, text_node) in expect_text_list(file, node, "`branches`", self.diagnostics) {
+                let text_span = text_node.span;
+                match globset::Glob::new(text) {
+                    Ok(_) if !text.is_empty() => branches.push(text.to_string()),
+                    Ok(_) => {
+                        self.error(text_span, "`branches`: an empty pattern matches nothing");
+                    }
+                    Err(error) => {
+                        self.error(
+                            text_span,
+                            format!(
+                                "`branches`: `{text}` is not a valid pattern: {}",
+                                error.kind()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         let keep_releases = self.count(keep, "`keep_releases`", 5, 2..=1000) as usize;
         Some(EnvironmentConfig {
             name: name.to_string(),
@@ -1152,10 +1195,13 @@ impl Loader<'_> {
             let Some(url) = expect_text(file, prometheus, "`prometheus`", self.diagnostics) else {
                 continue;
             };
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.contains(['?', '#'])
+                || url.contains(char::is_whitespace)
+            {
                 self.error(
                     prometheus.span,
-                    "`prometheus` must be an http:// or https:// URL",
+                    "`prometheus` must be an http:// or https:// base URL, without a query or fragment",
                 );
                 continue;
             }
@@ -1169,9 +1215,16 @@ impl Loader<'_> {
                 );
                 continue;
             };
-            let mut metric_configs = Vec::new();
+            let mut metric_configs: Vec<MetricConfig> = Vec::new();
             for item in items {
                 if let Some(metric) = self.metric(item) {
+                    if metric_configs.iter().any(|other| other.name == metric.name) {
+                        self.error(
+                            item.head_span(file),
+                            format!("analysis `{name}` has two metrics named `{}`", metric.name),
+                        );
+                        continue;
+                    }
                     metric_configs.push(metric);
                 }
             }
@@ -1232,13 +1285,22 @@ impl Loader<'_> {
             );
             return None;
         }
+        let interval_node = interval;
         let interval = self.duration(interval, "`interval`", 60);
         let initial_delay = self.duration(initial_delay, "`initial_delay`", 0);
+        let count_value = self.count(count, "`count`", 1, 1..=100_000) as u32;
+        if count_value > 1 && interval.is_zero() {
+            self.error(
+                interval_node.map_or(item.head_span(file), |node| node.span),
+                format!("metric `{name}`: `interval` must be above 0 when `count` is above 1"),
+            );
+            return None;
+        }
         Some(MetricConfig {
             name,
             query: query_text,
             interval,
-            count: self.count(count, "`count`", 1, 1..=100_000) as u32,
+            count: count_value,
             initial_delay,
             success_condition,
             failure_condition,
@@ -1302,7 +1364,10 @@ impl Loader<'_> {
         };
         Some(HealthConfig {
             check,
-            interval: self.at_least(interval, "`health.interval`", 1, 0),
+            interval: match interval {
+                Some(_) => self.at_least(interval, "`health.interval`", 1, 0),
+                None => Duration::from_millis(500),
+            },
             timeout: self.at_least(timeout, "`health.timeout`", 30, 1),
             success_threshold: self.count(threshold, "`health.success_threshold`", 1, 1..=100)
                 as u32,
@@ -1712,6 +1777,62 @@ mod tests {
                     && message.contains("no analysis `latency`")),
             "{messages:?}"
         );
+    }
+
+    #[test]
+    fn environment_references_patterns_and_metric_mistakes_are_located() {
+        let env = |extra: &str| {
+            format!(
+                "environments:\n  staging:\n    targets: [ {{ local: {{ dir: a, port: 9001 }} }} ]\n    service: {{ command: x }}\n  production:\n    targets: [ {{ local: {{ dir: b, port: 9002 }} }} ]\n    service: {{ command: x }}\n{extra}"
+            )
+        };
+        let cases = [
+            (
+                "    requires: [stagign]\n",
+                "`requires`: no environment `stagign` in `environments`",
+            ),
+            (
+                "    requires: [production]\n",
+                "environment `production` cannot require itself",
+            ),
+            (
+                "    branches: ['release/[0-9']\n",
+                "`branches`: `release/[0-9` is not a valid pattern",
+            ),
+            (
+                "    analyses:\n      a:\n        prometheus: 'http://p:9090/?x=1'\n        metrics: [ { name: m, query: up, success_condition: 'result[0] > 0' } ]\n",
+                "without a query or fragment",
+            ),
+            (
+                "    analyses:\n      a:\n        prometheus: http://p:9090\n        metrics:\n          - { name: m, query: up, success_condition: 'result[0] > 0' }\n          - { name: m, query: up, success_condition: 'result[0] > 1' }\n",
+                "analysis `a` has two metrics named `m`",
+            ),
+            (
+                "    analyses:\n      a:\n        prometheus: http://p:9090\n        metrics: [ { name: m, query: up, count: 3, interval: 0s, success_condition: 'result[0] > 0' } ]\n",
+                "`interval` must be above 0 when `count` is above 1",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let (_, messages) = load_text(&env(extra));
+            assert!(
+                messages.iter().any(|message| message.contains(expected)),
+                "{extra}: {messages:?}"
+            );
+        }
+        let (_, messages) = load_text(
+            "environments:\n  staging:\n    targets:\n      - { name: w, local: { dir: a, port: 9001 } }\n      - { name: w, local: { dir: b, port: 9002 } }\n    service: { command: x }\n",
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|message| message.contains("two targets are named `w`")),
+            "{messages:?}"
+        );
+        let (config, messages) = load_text(&env(
+            "    requires: [staging]\n    branches: [main, 'release/*']\n",
+        ));
+        assert!(messages.is_empty(), "{messages:?}");
+        assert_eq!(config.unwrap().environments[1].requires, ["staging"]);
     }
 
     #[test]
