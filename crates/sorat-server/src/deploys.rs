@@ -20,8 +20,9 @@ use sorat_config::platform::{
 use sorat_deploy::analysis::{Analysis, Metric, PrometheusSource};
 use sorat_deploy::deploy::{AnalysisStep, Bake, CanaryStep, Decision, Judge};
 use sorat_deploy::{
-    DeployReport, Environment, HealthCheck, Host, Outcome, Probe, ReleaseFile, ReleaseMeta,
-    ReleaseSpec, RestartPolicy, ServiceConfig, ServiceLine, SshHost, SshTarget, Strategy, Target,
+    DeployReport, Environment, HealthCheck, Host, HostOutcome, Outcome, Phase, Probe, ReleaseFile,
+    ReleaseMeta, ReleaseSpec, ReleaseStatus, RestartPolicy, ServiceConfig, ServiceLine,
+    ServiceState, SshHost, SshTarget, Strategy, Target,
 };
 use sorat_state::Role;
 
@@ -642,14 +643,66 @@ fn report_json(report: &DeployReport) -> Value {
             "host": host.host,
             "previous": host.previous,
             "current": host.current,
-            "outcome": format!("{:?}", host.outcome),
+            "outcome": outcome_word(&host.outcome),
             "errors": host.errors,
             "timings_ms": host.timings.iter().map(|t| json!({
-                "phase": format!("{:?}", t.phase),
+                "phase": phase_word(t.phase),
                 "ms": t.duration.as_secs_f64() * 1000.0,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A host's outcome as the API spells it.
+fn outcome_word(outcome: &HostOutcome) -> &'static str {
+    match outcome {
+        HostOutcome::Deployed => "deployed",
+        HostOutcome::PrepareFailed => "prepare_failed",
+        HostOutcome::NotSwitched => "not_switched",
+        HostOutcome::FailedRolledBack => "failed_rolled_back",
+        HostOutcome::RolledBack => "rolled_back",
+        HostOutcome::RollbackFailed => "rollback_failed",
+    }
+}
+
+/// A phase as the API spells it.
+fn phase_word(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Prepare => "prepare",
+        Phase::Switch => "switch",
+        Phase::Restart => "restart",
+        Phase::Health => "health",
+        Phase::RollbackSwitch => "rollback_switch",
+        Phase::RollbackRestart => "rollback_restart",
+        Phase::RollbackHealth => "rollback_health",
+    }
+}
+
+/// A release's status as the API spells it (as release.json does).
+fn status_word(status: ReleaseStatus) -> &'static str {
+    match status {
+        ReleaseStatus::Prepared => "prepared",
+        ReleaseStatus::Deployed => "deployed",
+        ReleaseStatus::Failed => "failed",
+        ReleaseStatus::RolledBack => "rolled_back",
+    }
+}
+
+/// A supervised service's state as JSON (`null` when none is supervised).
+fn service_json(state: Option<ServiceState>) -> Value {
+    match state {
+        None => Value::Null,
+        Some(ServiceState::Starting { attempt }) => {
+            json!({ "state": "starting", "attempt": attempt })
+        }
+        Some(ServiceState::Running { pid }) => json!({ "state": "running", "pid": pid }),
+        Some(ServiceState::Exited { code }) => json!({ "state": "exited", "code": code }),
+        Some(ServiceState::Backoff { delay }) => {
+            json!({ "state": "backoff", "delay_ms": delay.as_millis() as u64 })
+        }
+        Some(ServiceState::Stopped) => json!({ "state": "stopped" }),
+        Some(ServiceState::Failed { reason }) => json!({ "state": "failed", "reason": reason }),
+    }
 }
 
 fn find<'a>(state: &'a Arc<AppState>, name: &str) -> ApiResult<&'a Arc<EnvironmentState>> {
@@ -675,7 +728,7 @@ pub async fn list(
                 "address": target.address(),
                 "port": target.port(),
                 "current": target.current().await.ok().flatten(),
-                "service": format!("{:?}", target.service_state().await),
+                "service": service_json(target.service_state().await),
             }));
         }
         out.push(json!({
@@ -715,7 +768,7 @@ pub async fn releases(
                     "digest": record.digest,
                     "who": record.who,
                     "created": record.created.to_string(),
-                    "status": format!("{:?}", record.status),
+                    "status": status_word(record.status),
                     "current": Some(record.number) == current,
                 }));
             }
@@ -753,6 +806,7 @@ pub async fn deploy(
     // it holds the lease of, and only once that job passed the environment's gates (approval,
     // branches); a person needs the developer role, and the approval role when the
     // environment has one (deploying by hand is approving it).
+    let mut who = caller.name.clone();
     if caller.kind == sorat_state::TokenKind::Agent {
         let (Some(job_id), Some(lease)) = (body.job, body.lease.as_deref()) else {
             return Err(ApiError::forbidden(
@@ -771,6 +825,13 @@ pub async fn deploy(
                 "lease_lost",
                 format!("job {job_id} is not running under this lease"),
             ));
+        }
+        // The record names who started the run and which job deployed, not the agent.
+        if let Some(run) = state.store.run(job.run_id).await? {
+            who = format!(
+                "{} (run {} #{}, job {})",
+                run.actor, run.project, run.number, job.key
+            );
         }
         let mut judged = job.clone();
         judged.environment = Some(name.clone());
@@ -888,7 +949,7 @@ pub async fn deploy(
         meta: ReleaseMeta {
             artifact: body.artifact.clone(),
             digest: artifact.digest.to_string(),
-            who: caller.name.clone(),
+            who: who.clone(),
         },
         files,
     };
@@ -906,7 +967,7 @@ pub async fn deploy(
         &report,
         "deploy",
         Some((&body.artifact, artifact.digest.as_ref())),
-        &caller.name,
+        &who,
         started_at,
     )
     .await;

@@ -404,6 +404,17 @@ jobs:
     assert_eq!(deployments.len(), 1, "{history:#}");
     assert_eq!(deployments[0]["outcome"], "succeeded");
     assert_eq!(deployments[0]["artifact"], "app@1");
+    assert!(
+        deployments[0]["who"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("(run shop #1, job production)"),
+        "{history:#}"
+    );
+    assert_eq!(
+        deployments[0]["report"]["hosts"][0]["outcome"], "deployed",
+        "{history:#}"
+    );
     assert_eq!(
         deployments[0]["report"]["hosts"].as_array().unwrap().len(),
         2
