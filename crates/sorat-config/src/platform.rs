@@ -68,9 +68,10 @@ pub struct EnvironmentConfig {
 pub enum StrategyConfig {
     /// `all-at-once`.
     AllAtOnce,
-    /// `{ rolling: { batch: N } }`.
+    /// `{ rolling: { batch: N } }` or `{ rolling: { max_unavailable: N | "P%" } }` (a share
+    /// of the targets, rounded up, at least one).
     Rolling {
-        /// Hosts per batch.
+        /// Hosts per batch: how many are switched, so unavailable, at once.
         batch: usize,
     },
     /// `{ canary: { steps: [...] } }`.
@@ -974,10 +975,43 @@ impl Loader<'_> {
                         let mut rolling_reader =
                             MapReader::new(file, rolling, "`rolling`", self.diagnostics)?;
                         let batch = rolling_reader.get("batch");
+                        let max_unavailable = rolling_reader.get("max_unavailable");
                         rolling_reader.finish(self.diagnostics);
-                        StrategyConfig::Rolling {
-                            batch: self.count(batch, "`rolling.batch`", 1, 1..=10_000) as usize,
-                        }
+                        let batch = match (batch, max_unavailable) {
+                            (Some(_), Some(other)) => {
+                                self.error(
+                                    other.span,
+                                    "`rolling` takes `batch` or `max_unavailable`, not both (they mean the same: hosts switched at once)",
+                                );
+                                return None;
+                            }
+                            (None, Some(node)) => {
+                                match node.as_str().and_then(|text| text.strip_suffix('%')) {
+                                    Some(percent) => match percent.trim().parse::<usize>() {
+                                        Ok(percent) if (1..=100).contains(&percent) => {
+                                            (hosts.len() * percent).div_ceil(100).max(1)
+                                        }
+                                        _ => {
+                                            self.error(
+                                            node.span,
+                                            "`rolling.max_unavailable` is a number of hosts or a percentage from 1% to 100%",
+                                        );
+                                            return None;
+                                        }
+                                    },
+                                    None => self.count(
+                                        Some(node),
+                                        "`rolling.max_unavailable`",
+                                        1,
+                                        1..=10_000,
+                                    ) as usize,
+                                }
+                            }
+                            (batch, None) => {
+                                self.count(batch, "`rolling.batch`", 1, 1..=10_000) as usize
+                            }
+                        };
+                        StrategyConfig::Rolling { batch }
                     }
                     (None, Some(canary)) => {
                         let steps = self.canary_steps(canary, &known)?;
@@ -1833,6 +1867,52 @@ mod tests {
         ));
         assert!(messages.is_empty(), "{messages:?}");
         assert_eq!(config.unwrap().environments[1].requires, ["staging"]);
+    }
+
+    #[test]
+    fn rolling_takes_a_batch_or_a_max_unavailable_count_or_share() {
+        let targets: String = (0..5)
+            .map(|i| format!("      - local: {{ dir: h{i}, port: {} }}\n", 9100 + i))
+            .collect();
+        let strategy = |rolling: &str| {
+            let text = format!(
+                "environments:\n  web:\n    targets:\n{targets}    service: {{ command: x }}\n    strategy: {{ rolling: {rolling} }}\n"
+            );
+            let (config, messages) = load_text(&text);
+            (
+                config.map(|config| config.environments[0].strategy.clone()),
+                messages,
+            )
+        };
+        assert_eq!(
+            strategy("{ batch: 2 }").0,
+            Some(StrategyConfig::Rolling { batch: 2 })
+        );
+        assert_eq!(
+            strategy("{ max_unavailable: 3 }").0,
+            Some(StrategyConfig::Rolling { batch: 3 })
+        );
+        // 40% of 5 hosts is 2; 1% still moves one host at a time.
+        assert_eq!(
+            strategy("{ max_unavailable: 40% }").0,
+            Some(StrategyConfig::Rolling { batch: 2 })
+        );
+        assert_eq!(
+            strategy("{ max_unavailable: 1% }").0,
+            Some(StrategyConfig::Rolling { batch: 1 })
+        );
+        let (_, messages) = strategy("{ max_unavailable: 150% }");
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("percentage from 1% to 100%")),
+            "{messages:?}"
+        );
+        let (_, messages) = strategy("{ batch: 1, max_unavailable: 2 }");
+        assert!(
+            messages.iter().any(|m| m.contains("not both")),
+            "{messages:?}"
+        );
     }
 
     #[test]
