@@ -209,7 +209,9 @@ impl Deployer for HttpPublisher {
                     publisher.server
                 ))
                 .bearer_auth(&publisher.token)
-                .timeout(Duration::from_secs(3600))
+                // A deploy may bake for long, or wait for a person's decision; the job's own
+                // `timeout-minutes` bounds it, not this request.
+                .timeout(Duration::from_secs(24 * 3600))
                 .json(&match &publisher.job {
                     Some((job, lease)) => {
                         json!({ "artifact": artifact, "job": job, "lease": lease })

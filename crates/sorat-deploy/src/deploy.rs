@@ -1267,13 +1267,35 @@ async fn watch_bake(
             }
             measured = &mut analysis, if !analysis_done => {
                 analysis_done = true;
+                let mut health_over = false;
                 let verdict = match &measured {
-                    Some(measured) => judged(env, release, bake.analysis.as_ref().map_or("", |step| step.name.as_str()), &measured.outcome).await,
+                    Some(measured) => {
+                        // While a person decides about an inconclusive analysis, the hosts'
+                        // health is still watched: a failure there ends the bake at once.
+                        let name = bake.analysis.as_ref().map_or("", |step| step.name.as_str());
+                        let decision = judged(env, release, name, &measured.outcome);
+                        tokio::pin!(decision);
+                        loop {
+                            tokio::select! {
+                                verdict = &mut decision => break verdict,
+                                result = &mut health, if !health_over => {
+                                    if let Err(reason) = result {
+                                        break Some(reason);
+                                    }
+                                    health_over = true;
+                                }
+                            }
+                        }
+                    }
                     None => None,
                 };
                 report = measured;
                 if let Some(reason) = verdict {
                     return (Err(reason), report);
+                }
+                // The window ended while the decision was awaited: nothing is left to watch.
+                if health_over {
+                    return (Ok(()), report);
                 }
             }
         }

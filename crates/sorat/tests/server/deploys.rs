@@ -346,6 +346,26 @@ jobs:
         json!({}),
     );
     assert_eq!(status, 403, "{body}");
+    // An agent token cannot deploy on its own: only for a running deployment job whose lease
+    // it holds.
+    let agent = server.client(&server.token("rogue", "agent"));
+    let (status, body) = agent.post(
+        "/api/v1/environments/staging/deploy",
+        json!({ "artifact": "app@direct" }),
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = agent.post(
+        "/api/v1/environments/staging/deploy",
+        json!({ "artifact": "app@direct", "job": 1, "lease": "0123456789abcdef0123456789abcdef" }),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not running under this lease"),
+        "{body}"
+    );
     // Nor go around the approval by deploying by hand.
     let (status, body) = developer.post(
         "/api/v1/environments/production/deploy",
