@@ -713,6 +713,7 @@ fn release(number: u32, artifact: &Path, digest: &str, service: &ReleaseFile) ->
             artifact: format!("app@{number}"),
             digest: digest.to_owned(),
             who: "ssh-deploy bench".to_owned(),
+            config: None,
         },
         files: vec![
             ReleaseFile {

@@ -15,7 +15,9 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::analysis::{Analysis, AnalysisOutcome, AnalysisReport, MetricsSource};
 use crate::health::{HealthCheck, ProbeTarget, wait_healthy};
-use crate::release::{Host, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord, ReleaseStatus};
+use crate::release::{
+    Host, ReleaseConfig, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord, ReleaseStatus,
+};
 use crate::service::{
     RestartPolicy, ServiceLine, ServiceSpec, ServiceState, StopOutcome, Supervisor,
 };
@@ -774,6 +776,14 @@ pub async fn deploy(
 
     // Every host gets the release before any switches, so a copy or digest failure stops the
     // deploy while every host still runs what it ran.
+    // The release is its artifact and the service's configuration of now: recorded with it,
+    // so that a rollback to it later runs it as it ran.
+    let mut release = release.clone();
+    release.meta.config = Some(ReleaseConfig {
+        command: env.service.command.clone(),
+        env: env.service.env.clone(),
+    });
+    let release = &release;
     let prepared = join_all(targets.iter().map(|target| async move {
         let since = Instant::now();
         let result = target.prepare(release).await;
@@ -1071,6 +1081,21 @@ async fn activate(
         );
     }
     let since = Instant::now();
+    // Going back to a release runs it with the service configuration it was deployed with.
+    let recorded_env;
+    let env = if switch_phase == Phase::RollbackSwitch
+        && let Ok(record) = target.record(number).await
+        && let Some(config) = record.config
+        && (config.command != env.service.command || config.env != env.service.env)
+    {
+        let mut older = env.clone();
+        older.service.command = config.command;
+        older.service.env = config.env;
+        recorded_env = older;
+        &recorded_env
+    } else {
+        env
+    };
     let states = target.restart(env, number).await;
     time(restart_phase, since);
     let states = match states {

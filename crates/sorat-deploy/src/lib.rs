@@ -30,7 +30,8 @@ pub use deploy::{
 };
 pub use health::{HealthCheck, Healthy, Probe, ProbeTarget, Unhealthy, wait_healthy};
 pub use release::{
-    Host, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord, ReleaseStatus, digest_file,
+    Host, ReleaseConfig, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord, ReleaseStatus,
+    digest_file,
 };
 pub use service::{
     RestartPolicy, ServiceLine, ServiceSpec, ServiceState, StopOutcome, Stream, Supervisor,

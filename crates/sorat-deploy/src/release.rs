@@ -205,6 +205,20 @@ pub struct ReleaseRecord {
     pub status: ReleaseStatus,
     /// Its files.
     pub files: Vec<RecordedFile>,
+    /// How its service was configured when it was deployed (absent in releases written
+    /// before Sorat kept it): a rollback to it runs it that way again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ReleaseConfig>,
+}
+
+/// The part of an environment's configuration that belongs to a release: how its service
+/// runs. A release is its artifact and this snapshot, so a rollback restores both.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseConfig {
+    /// The service's command.
+    pub command: String,
+    /// Its environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 /// What a release is, apart from its files: the part of `release.json` given by the caller.
@@ -216,6 +230,9 @@ pub struct ReleaseMeta {
     pub digest: String,
     /// Who deploys it.
     pub who: String,
+    /// The service's configuration to record with it (the deploy fills it in from the
+    /// environment).
+    pub config: Option<ReleaseConfig>,
 }
 
 /// A host's folder: its releases and its `current` symlink.
@@ -386,6 +403,7 @@ impl Host {
             who: meta.who.clone(),
             status: ReleaseStatus::Prepared,
             files: recorded,
+            config: meta.config.clone(),
         };
         let result = self.fill_partial(&partial, files, &record);
         if let Err(error) = result {

@@ -523,6 +523,7 @@ done"#,
             who: meta.who.clone(),
             status: ReleaseStatus::Prepared,
             files: recorded,
+            config: meta.config.clone(),
         };
         let json = serde_json::to_string_pretty(&record).map_err(|error| ReleaseError::Record {
             path: PathBuf::from(RELEASE_JSON),

@@ -438,3 +438,54 @@ async fn a_bad_digest_aborts_before_any_host_switches_and_rollback_refuses_a_mis
     assert!(error.to_string().contains("a rollback needs it"), "{error}");
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_runs_the_release_with_the_configuration_it_was_deployed_with() {
+    let fleet = fleet(2);
+    let base = fleet.dir.path();
+    let with_greeting = |greeting: &str| {
+        let mut env = environment(Duration::from_secs(20));
+        env.service
+            .env
+            .push(("GREETING".to_owned(), greeting.to_owned()));
+        env
+    };
+    let first = with_greeting("one");
+    let report = deploy(
+        &first,
+        &fleet.targets,
+        &service_release(base, 1, "v1", "ok"),
+        Strategy::AllAtOnce,
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    // The configuration changed with release 2 (sorat.yaml was edited).
+    let second = with_greeting("two");
+    let report = deploy(
+        &second,
+        &fleet.targets,
+        &service_release(base, 2, "v2", "ok"),
+        Strategy::AllAtOnce,
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    for target in &fleet.targets {
+        assert_eq!(get(target.port(), "/env").await.unwrap().1, "two");
+    }
+    let record = fleet.targets[0].host().unwrap().record(1).unwrap();
+    let config = record.config.unwrap();
+    assert!(
+        config
+            .env
+            .contains(&("GREETING".to_owned(), "one".to_owned())),
+        "{config:?}"
+    );
+    // Back to 1 with today's configuration: release 1 runs as it was deployed.
+    let report = rollback(&second, &fleet.targets, None).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    for target in &fleet.targets {
+        assert_eq!(get(target.port(), "/version").await.unwrap().1, "v1");
+        assert_eq!(get(target.port(), "/env").await.unwrap().1, "one");
+    }
+    fleet.stop().await;
+}

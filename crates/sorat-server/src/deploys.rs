@@ -950,6 +950,7 @@ pub async fn deploy(
             artifact: body.artifact.clone(),
             digest: artifact.digest.to_string(),
             who: who.clone(),
+            config: None,
         },
         files,
     };

@@ -35,6 +35,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             code, body = (500, b"broken") if MODE == "500" else (200, b"ok")
         elif self.path == "/version":
             code, body = 200, VERSION.encode()
+        elif self.path == "/env":
+            code, body = 200, os.environ.get("GREETING", "").encode()
         elif self.path == "/":
             code, body = (500, b"error") if MODE == "errors" else (200, b"hello")
             COUNTS[str(code)] += 1
@@ -90,6 +92,7 @@ pub fn meta(version: &str) -> ReleaseMeta {
         artifact: format!("web@{version}"),
         digest: format!("sha256:{}", "ab".repeat(32)),
         who: "tester".to_owned(),
+        config: None,
     }
 }
 
