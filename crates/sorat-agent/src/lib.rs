@@ -13,6 +13,7 @@
 //!
 //! The library never prints; it reports through `tracing`.
 
+mod hosts;
 pub mod mirror;
 pub mod protocol;
 pub mod publish;
@@ -138,6 +139,21 @@ impl Agent {
     /// Claims and runs jobs until [`Stopper::stop_claiming`], then waits for the jobs it
     /// runs to end. Connection errors are retried with backoff; a refused token ends it.
     pub async fn run(self) -> Result<(), AgentError> {
+        // Operations on the releases of `agent` targets on this host, beside the jobs; the
+        // services they start stop with the agent.
+        let hosts_stop = CancellationToken::new();
+        let hosts = tokio::spawn(hosts::serve(
+            Arc::clone(&self.options),
+            self.client.clone(),
+            hosts_stop.clone(),
+        ));
+        let result = self.run_jobs().await;
+        hosts_stop.cancel();
+        let _ = hosts.await;
+        result
+    }
+
+    async fn run_jobs(&self) -> Result<(), AgentError> {
         let mut jobs = tokio::task::JoinSet::new();
         let mut backoff = Duration::from_millis(100);
         let capacity = self.options.capacity.max(1);

@@ -161,6 +161,14 @@ pub enum TargetPlace {
     },
     /// `ssh: { host, user, ssh_port, key, known_hosts, dir, port }`.
     Ssh(SshConfig),
+    /// `agent: { labels, dir, port }`: the host of the one online agent with these labels,
+    /// which keeps the releases in `dir` there and supervises the service.
+    Agent {
+        /// The labels that pick the agent.
+        labels: Vec<String>,
+        /// The folder on that host.
+        dir: String,
+    },
 }
 
 /// A host reached over SSH.
@@ -713,6 +721,7 @@ impl Loader<'_> {
         let mut target = MapReader::new(file, item, "a target", self.diagnostics)?;
         let local = target.get("local");
         let ssh = target.get("ssh");
+        let agent = target.get("agent");
         let name = target.get("name");
         target.finish(self.diagnostics);
         let name = match name {
@@ -733,6 +742,52 @@ impl Loader<'_> {
             }
             None => None,
         };
+        if let Some(agent) = agent {
+            if local.is_some() || ssh.is_some() {
+                self.error(
+                    item.head_span(file),
+                    "a target is one of `local`, `ssh` or `agent`",
+                );
+                return None;
+            }
+            let mut reader = MapReader::new(file, agent, "`agent`", self.diagnostics)?;
+            let labels = reader.get("labels");
+            let dir = reader.get("dir");
+            let port = reader.get("port");
+            reader.finish(self.diagnostics);
+            let (Some(labels), Some(dir), Some(port)) = (labels, dir, port) else {
+                self.error(
+                    agent.head_span(file),
+                    "`agent` needs `labels` (which agent), `dir` and `port` (the service's port)",
+                );
+                return None;
+            };
+            let labels: Vec<String> = expect_text_list(file, labels, "`labels`", self.diagnostics)
+                .into_iter()
+                .map(|(text, _)| text.to_string())
+                .collect();
+            if labels.is_empty() {
+                self.error(
+                    agent.head_span(file),
+                    "`agent.labels` names at least one label",
+                );
+                return None;
+            }
+            let dir_text = expect_text(file, dir, "`dir`", self.diagnostics)?.to_string();
+            if dir_text.is_empty() || dir_text.contains(['\n', '\r']) {
+                self.error(dir.span, "`dir` must be a folder path on one line");
+                return None;
+            }
+            let port_value = self.port(port, "`port`")?;
+            return Some(TargetConfig {
+                name,
+                port: port_value,
+                place: TargetPlace::Agent {
+                    labels,
+                    dir: dir_text,
+                },
+            });
+        }
         match (local, ssh) {
             (Some(local), None) => {
                 let mut reader = MapReader::new(file, local, "`local`", self.diagnostics)?;
@@ -842,7 +897,7 @@ impl Loader<'_> {
             (None, None) => {
                 self.error(
                     item.head_span(file),
-                    "a target needs `local: { dir, port }` or `ssh: { host, dir, port }` (agent targets are not built yet)",
+                    "a target needs `local: { dir, port }`, `ssh: { host, dir, port }` or `agent: { labels, dir, port }`",
                 );
                 None
             }
@@ -1724,6 +1779,17 @@ mod tests {
         );
         // The same service port on another host is fine; defaults apply.
         assert_eq!(production.hosts[1].port, 9001);
+        let (config, messages) = load_text(
+            "environments:\n  fleet:\n    targets:\n      - agent: { labels: [web, eu], dir: /srv/web, port: 8080 }\n    service: { command: ./server }\n",
+        );
+        assert!(messages.is_empty(), "{messages:?}");
+        assert_eq!(
+            config.unwrap().environments[0].hosts[0].place,
+            TargetPlace::Agent {
+                labels: vec!["web".to_owned(), "eu".to_owned()],
+                dir: "/srv/web".to_owned()
+            }
+        );
         let TargetPlace::Ssh(third) = &production.hosts[2].place else {
             panic!("{:?}", production.hosts[2])
         };
@@ -1930,7 +1996,15 @@ mod tests {
                 "- { local: { dir: d, port: 1 }, ssh: { host: a, dir: d, port: 2 } }",
                 "4:9: a target is `local` or `ssh`, not both",
             ),
-            ("- agent: build", "4:9: unknown key `agent`"),
+            ("- vm: build", "4:9: unknown key `vm`"),
+            (
+                "- agent: { dir: d, port: 80 }",
+                "4:16: `agent` needs `labels` (which agent), `dir` and `port`",
+            ),
+            (
+                "- { agent: { labels: [a], dir: d, port: 1 }, local: { dir: d, port: 2 } }",
+                "4:9: a target is one of `local`, `ssh` or `agent`",
+            ),
             (
                 "- ssh: { host: a, dir: d, port: 80, password: x }",
                 "4:43: unknown key `password`",

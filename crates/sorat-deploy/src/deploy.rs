@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use tokio::sync::{Mutex, mpsc, watch};
 
+use crate::agent::AgentHost;
 use crate::analysis::{Analysis, AnalysisOutcome, AnalysisReport, MetricsSource};
 use crate::health::{HealthCheck, ProbeTarget, wait_healthy};
 use crate::release::{
@@ -135,6 +136,8 @@ enum Place {
     Local(Host),
     /// A host reached over SSH.
     Ssh(Arc<SshHost>),
+    /// A host served by the Sorat agent that runs on it.
+    Agent(Arc<AgentHost>),
 }
 
 /// A service running for a target.
@@ -204,6 +207,26 @@ impl Target {
         match &self.place {
             Place::Local(host) => host.name(),
             Place::Ssh(host) => host.name(),
+            Place::Agent(host) => host.name(),
+        }
+    }
+
+    /// A target on a host served by its agent, whose service listens on `port` there.
+    pub fn agent(host: AgentHost, port: u16) -> Target {
+        Target {
+            place: Place::Agent(Arc::new(host)),
+            port,
+            lines: None,
+            service: Mutex::new(None),
+        }
+    }
+
+    /// The kind of target: `local`, `ssh` or `agent`.
+    pub fn kind(&self) -> &'static str {
+        match &self.place {
+            Place::Local(_) => "local",
+            Place::Ssh(_) => "ssh",
+            Place::Agent(_) => "agent",
         }
     }
 
@@ -211,7 +234,7 @@ impl Target {
     pub fn host(&self) -> Option<&Host> {
         match &self.place {
             Place::Local(host) => Some(host),
-            Place::Ssh(_) => None,
+            Place::Ssh(_) | Place::Agent(_) => None,
         }
     }
 
@@ -220,6 +243,7 @@ impl Target {
         match &self.place {
             Place::Local(_) => None,
             Place::Ssh(host) => Some(host),
+            Place::Agent(_) => None,
         }
     }
 
@@ -228,6 +252,7 @@ impl Target {
         match &self.place {
             Place::Local(_) => "127.0.0.1",
             Place::Ssh(host) => &host.target().address,
+            Place::Agent(_) => "(its agent)",
         }
     }
 
@@ -244,6 +269,10 @@ impl Target {
                 blocking_release(move || host.current()).await
             }
             Place::Ssh(host) => host.current().await,
+            Place::Agent(host) => host
+                .current_and_releases()
+                .await
+                .map(|(current, _)| current),
         }
     }
 
@@ -255,6 +284,10 @@ impl Target {
                 blocking_release(move || host.releases()).await
             }
             Place::Ssh(host) => host.releases().await,
+            Place::Agent(host) => host
+                .current_and_releases()
+                .await
+                .map(|(_, releases)| releases),
         }
     }
 
@@ -266,6 +299,7 @@ impl Target {
                 blocking_release(move || Ok((host.current()?, host.releases()?))).await
             }
             Place::Ssh(host) => host.current_and_releases().await,
+            Place::Agent(host) => host.current_and_releases().await,
         }
     }
 
@@ -277,6 +311,7 @@ impl Target {
                 blocking_release(move || host.record(number)).await
             }
             Place::Ssh(host) => host.record(number).await,
+            Place::Agent(host) => host.record(number).await,
         }
     }
 
@@ -288,6 +323,7 @@ impl Target {
                 blocking_release(move || host.last_number()).await
             }
             Place::Ssh(host) => host.last_number().await,
+            Place::Agent(host) => host.last_number().await,
         }
     }
 
@@ -304,6 +340,10 @@ impl Target {
                 host.prepare(release.number, &release.meta, &release.files)
                     .await
             }
+            Place::Agent(host) => {
+                host.prepare(release.number, &release.meta, &release.files)
+                    .await
+            }
         }
     }
 
@@ -314,6 +354,7 @@ impl Target {
                 blocking_release(move || host.switch(number)).await
             }
             Place::Ssh(host) => host.switch(number).await,
+            Place::Agent(host) => host.switch(number).await,
         }
     }
 
@@ -324,6 +365,7 @@ impl Target {
                 blocking_release(move || host.clear_current()).await
             }
             Place::Ssh(host) => host.clear_current().await,
+            Place::Agent(host) => host.clear_current().await,
         }
     }
 
@@ -334,6 +376,7 @@ impl Target {
                 blocking_release(move || host.set_status(number, status)).await
             }
             Place::Ssh(host) => host.set_status(number, status).await,
+            Place::Agent(host) => host.set_status(number, status).await,
         };
         if let Err(error) = result {
             tracing::warn!(host = %self.name(), release = number, %error, "cannot record the release's status");
@@ -347,6 +390,7 @@ impl Target {
                 blocking_release(move || host.prune(keep, &protect)).await
             }
             Place::Ssh(host) => host.prune(keep, &protect).await,
+            Place::Agent(host) => host.prune(keep, &protect).await,
         }
     }
 
@@ -373,6 +417,13 @@ impl Target {
             *self.service.lock().await = Some(Running::Remote(service));
             return Ok(Some(number));
         }
+        // An agent's service runs under the agent, not Sorat: watched when it runs.
+        if let Place::Agent(host) = &self.place
+            && host.service_running().await?
+        {
+            *self.service.lock().await = Some(Running::Remote(host.watch_service()));
+            return Ok(Some(number));
+        }
         self.restart(env, number)
             .await
             .map_err(|error| DeployError::Service {
@@ -391,6 +442,10 @@ impl Target {
                 tracing::warn!(host = %self.name(), %error, "stopping the service");
                 StopOutcome::NotRunning
             }),
+            (Place::Agent(host), _) => host.stop_service(grace).await.unwrap_or_else(|error| {
+                tracing::warn!(host = %self.name(), %error, "stopping the service");
+                StopOutcome::NotRunning
+            }),
             (Place::Local(_), _) => StopOutcome::NotRunning,
         }
     }
@@ -400,7 +455,7 @@ impl Target {
     pub async fn shutdown(&self, grace: Duration) -> StopOutcome {
         match &self.place {
             Place::Local(_) => self.stop(grace).await,
-            Place::Ssh(_) => {
+            Place::Ssh(_) | Place::Agent(_) => {
                 self.service.lock().await.take();
                 StopOutcome::NotRunning
             }
@@ -443,6 +498,16 @@ impl Target {
                 *slot = Some(Running::Remote(service));
                 Ok(states)
             }
+            Place::Agent(host) => {
+                slot.take();
+                let service = host
+                    .start_service(release, &env.service, self.port)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let states = service.watch();
+                *slot = Some(Running::Remote(service));
+                Ok(states)
+            }
         }
     }
 
@@ -454,6 +519,14 @@ impl Target {
                 port: self.port,
                 working_dir: PathBuf::from(host.current_path()),
                 remote: Some(Arc::clone(host)),
+                agent: None,
+            },
+            Place::Agent(host) => ProbeTarget {
+                address: String::new(),
+                port: self.port,
+                working_dir: PathBuf::from(format!("{}/current", host.dir())),
+                remote: None,
+                agent: Some(Arc::clone(host)),
             },
         }
     }

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use crate::agent::AgentHost;
 use crate::ssh::SshHost;
 
 /// What one attempt checks.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Probe {
     /// `GET http://127.0.0.1:<port><path>` answers `expected_status`.
     Http {
@@ -77,6 +79,8 @@ pub struct ProbeTarget {
     pub working_dir: PathBuf,
     /// The host a command probe runs on, when it is reached over SSH (else it runs here).
     pub remote: Option<Arc<SshHost>>,
+    /// The host's agent, which runs every probe there, when the host is an agent's.
+    pub agent: Option<Arc<AgentHost>>,
 }
 
 impl ProbeTarget {
@@ -88,6 +92,7 @@ impl ProbeTarget {
             port,
             working_dir: working_dir.into(),
             remote: None,
+            agent: None,
         }
     }
 
@@ -219,12 +224,45 @@ impl From<String> for Failure {
     }
 }
 
+/// One attempt of `probe` against `target`, cut after `limit`: `Err((why, timed_out))`.
+pub async fn probe_once(
+    probe: &Probe,
+    target: &ProbeTarget,
+    limit: Duration,
+) -> Result<(), (String, bool)> {
+    let client = match probe {
+        Probe::Http { .. } => Some(
+            reqwest::Client::builder()
+                .no_proxy()
+                .timeout(limit)
+                .build()
+                .map_err(|error| (format!("cannot build an HTTP client: {error}"), false))?,
+        ),
+        _ => None,
+    };
+    match tokio::time::timeout(
+        limit + Duration::from_millis(500),
+        attempt(probe, target, client.as_ref(), limit),
+    )
+    .await
+    {
+        Ok(result) => result.map_err(|failure| (failure.message, failure.timed_out)),
+        Err(_) => Err((format!("no answer within {limit:?}"), true)),
+    }
+}
+
 async fn attempt(
     probe: &Probe,
     target: &ProbeTarget,
     client: Option<&reqwest::Client>,
     limit: Duration,
 ) -> Result<(), Failure> {
+    if let Some(agent) = &target.agent {
+        return agent
+            .probe(probe, target.port, limit)
+            .await
+            .map_err(|(message, timed_out)| Failure { message, timed_out });
+    }
     match probe {
         Probe::Http {
             path,

@@ -17,6 +17,7 @@
 //! their digests), the state store, HTTP APIs and terminals. It never prints; it logs with
 //! `tracing` and returns reports.
 
+pub mod agent;
 pub mod analysis;
 pub mod deploy;
 pub mod health;

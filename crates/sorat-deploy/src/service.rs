@@ -87,7 +87,8 @@ pub struct ServiceLine {
 }
 
 /// Where a supervised service stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum ServiceState {
     /// Its process is being started (`attempt` counts from 1 since the last reset).
     Starting {
@@ -119,7 +120,8 @@ pub enum ServiceState {
 }
 
 /// How a stop ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StopOutcome {
     /// Nothing was running (between restarts, or the supervisor had given up).
     NotRunning,

@@ -1014,6 +1014,18 @@ pub struct RemoteService {
 }
 
 impl RemoteService {
+    /// A service whose states `poller` sends to `states`.
+    pub(crate) fn from_parts(
+        states: watch::Receiver<ServiceState>,
+        poller: tokio::task::JoinHandle<()>,
+    ) -> RemoteService {
+        RemoteService {
+            states,
+            poller,
+            tail: None,
+        }
+    }
+
     /// The last state read.
     pub fn state(&self) -> ServiceState {
         self.states.borrow().clone()

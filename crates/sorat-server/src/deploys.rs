@@ -250,7 +250,10 @@ pub async fn logs(
 impl EnvironmentState {
     /// Builds the environment from its configuration (already validated: queries parse,
     /// conditions parse, names refer to analyses that exist).
-    pub fn new(config: &EnvironmentConfig) -> EnvironmentState {
+    pub fn new(
+        config: &EnvironmentConfig,
+        agents: Arc<dyn sorat_deploy::agent::HostChannel>,
+    ) -> EnvironmentState {
         let pauses = Arc::new(Pauses::default());
         let analyses = analysis_steps(config);
         let analysis = |name: &str| analyses.iter().find(|step| step.name == name).cloned();
@@ -319,6 +322,15 @@ impl EnvironmentState {
                     TargetPlace::Local { dir } => {
                         Target::new(Host::new(name, dir.clone()), target.port)
                     }
+                    TargetPlace::Agent { labels, dir } => Target::agent(
+                        sorat_deploy::agent::AgentHost::new(
+                            name,
+                            labels.clone(),
+                            dir.clone(),
+                            Arc::clone(&agents),
+                        ),
+                        target.port,
+                    ),
                     TargetPlace::Ssh(ssh) => Target::ssh(
                         SshHost::new(SshTarget {
                             name,
@@ -724,7 +736,7 @@ pub async fn list(
         for target in &environment.targets {
             hosts.push(json!({
                 "host": target.name(),
-                "kind": if target.host().is_some() { "local" } else { "ssh" },
+                "kind": target.kind(),
                 "address": target.address(),
                 "port": target.port(),
                 "current": target.current().await.ok().flatten(),

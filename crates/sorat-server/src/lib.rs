@@ -18,6 +18,7 @@ pub mod deploys;
 pub mod dispatch;
 pub mod error;
 pub mod hooks;
+pub mod hostops;
 pub mod logs;
 pub mod metrics;
 pub mod repo;
@@ -94,6 +95,8 @@ pub struct AppState {
     pub artifacts: sorat_artifacts::ArtifactStore,
     /// The environments, by name.
     pub environments: IndexMap<String, Arc<deploys::EnvironmentState>>,
+    /// Operations on `agent` targets' hosts, waiting for their agents.
+    pub host_ops: Arc<hostops::AgentOps>,
     agents: Mutex<HashMap<String, OnlineAgent>>,
 }
 
@@ -346,6 +349,7 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
         .await
         .map_err(|error| ServerError::Setup(format!("artifact repository: {error}")))?;
     let (job_events, _) = broadcast::channel(1024);
+    let host_ops = Arc::new(hostops::AgentOps::default());
     let state = Arc::new(AppState {
         store,
         mirrors: Mirrors::new(data.join("mirrors")),
@@ -362,13 +366,18 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
             .map(|environment| {
                 (
                     environment.name.clone(),
-                    Arc::new(deploys::EnvironmentState::new(environment)),
+                    Arc::new(deploys::EnvironmentState::new(
+                        environment,
+                        Arc::clone(&host_ops) as Arc<dyn sorat_deploy::agent::HostChannel>,
+                    )),
                 )
             })
             .collect(),
         agents: Mutex::new(HashMap::new()),
+        host_ops,
         config,
     });
+    state.host_ops.attach(&state);
     let app = router(Arc::clone(&state));
     let handle = axum_server::Handle::new();
     if state.config.server.listen.port() == 0 {
@@ -463,7 +472,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/agent/jobs/{id}/heartbeat", post(agents::heartbeat))
         .route("/api/v1/agent/jobs/{id}/logs", post(agents::logs))
         .route("/api/v1/agent/jobs/{id}/steps", post(agents::steps))
-        .route("/api/v1/agent/jobs/{id}/finish", post(agents::finish));
+        .route("/api/v1/agent/jobs/{id}/finish", post(agents::finish))
+        .route("/api/v1/agent/ops", post(hostops::take))
+        .route("/api/v1/agent/ops/{id}", post(hostops::answer));
     let mut authenticated = Router::new()
         .route("/api/v1/projects", get(api::projects))
         .route("/api/v1/projects/{name}", get(api::project))

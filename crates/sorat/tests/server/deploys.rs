@@ -579,3 +579,87 @@ fn deploys_to_ssh_hosts_from_sorat_yaml_and_their_services_outlive_the_server() 
     }
     // The services' process groups go when `sshd` is dropped.
 }
+
+#[test]
+fn deploys_through_an_agent_chosen_by_label() {
+    let temp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let host_dir = temp.path().join("agent-host");
+    let config = format!(
+        "  []\nenvironments:\n  fleet:\n    targets:\n      - name: web-a\n        agent: {{ labels: [web], dir: {}, port: {port} }}\n    service: {{ command: exec python3 app.py, stop_grace: 5s }}\n    health: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 15s }}\n  lost:\n    targets:\n      - agent: {{ labels: [nowhere], dir: {}, port: {} }}\n    service: {{ command: exec python3 app.py }}\n",
+        host_dir.display(),
+        temp.path().join("lost").display(),
+        free_port()
+    );
+    let server = Server::start(temp.path(), "", &config);
+    let admin = server.admin();
+    publish(&admin, "1");
+    publish(&admin, "2");
+    let _agent = crate::support::AgentProcess::start(
+        &server,
+        &server.token("web-agent", "agent"),
+        "web-a",
+        &["web"],
+    );
+    let sorat = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_sorat"))
+            .args(args)
+            .args(["--server", &server.url])
+            .env("SORAT_TOKEN", ADMIN)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    // The agent comes online with its first claim.
+    let started = Instant::now();
+    loop {
+        let (_, agents) = admin.get("/api/v1/agents");
+        if agents.to_string().contains("web-a") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{agents:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for version in ["1", "2"] {
+        let (code, out) = sorat(&["deploy", "fleet", "--artifact", &format!("app@{version}")]);
+        assert_eq!(code, Some(0), "{out}\n{}", server.log_text());
+        assert_eq!(version_on(port).as_deref(), Some(version), "{out}");
+    }
+    // The agent keeps the host's folder: releases, current, release.json.
+    assert_eq!(
+        std::fs::read_link(host_dir.join("current")).unwrap(),
+        std::path::Path::new("releases/2")
+    );
+    let (code, out) = sorat(&["rollback", "fleet"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(version_on(port).as_deref(), Some("1"), "{out}");
+    let (_, environments) = admin.get("/api/v1/environments");
+    let fleet = &environments["environments"][0]["hosts"][0];
+    assert_eq!(fleet["kind"], "agent", "{environments:#}");
+    assert_eq!(fleet["current"], 1, "{environments:#}");
+    assert_eq!(fleet["service"]["state"], "running", "{environments:#}");
+    let (code, table) = sorat(&["releases", "fleet"]);
+    assert_eq!(code, Some(0), "{table}");
+    assert!(table.contains("*   1 app@1"), "{table}");
+
+    // No agent has the labels: the deploy is refused, saying so, and nothing changes.
+    let (status, body) = admin.post(
+        "/api/v1/environments/lost/deploy",
+        json!({ "artifact": "app@1" }),
+    );
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no online agent has the labels `nowhere`"),
+        "{body}"
+    );
+}

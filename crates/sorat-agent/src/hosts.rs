@@ -1,0 +1,217 @@
+//! The agent's part in `agent` targets: it takes operations on its host's release folders
+//! from the server (`POST /api/v1/agent/ops`, a long poll), carries them out with
+//! `sorat-deploy`'s [`HostExecutor`] — fetching a release's files by digest from the
+//! server's artifact repository first, and checking each — and answers
+//! (`POST /api/v1/agent/ops/{id}`). The services it starts are its children: they stop
+//! when the agent stops.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sorat_deploy::agent::{HostExecutor, HostOp};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::AgentOptions;
+use crate::publish::sha256_file;
+
+/// An operation as the server hands it out.
+#[derive(Debug, Deserialize)]
+struct Taken {
+    id: u64,
+    dir: String,
+    op: HostOp,
+}
+
+/// Takes and carries out operations until `stop` is cancelled; then stops the services.
+pub(crate) async fn serve(
+    options: Arc<AgentOptions>,
+    client: reqwest::Client,
+    stop: CancellationToken,
+) {
+    let (lines, mut receiver) = tokio::sync::mpsc::channel(1024);
+    let executor = Arc::new(HostExecutor::new(Some(lines)));
+    tokio::spawn(async move {
+        while let Some(line) = receiver.recv().await {
+            tracing::info!(
+                target: "sorat::service",
+                host = %line.host,
+                release = line.release,
+                "{}",
+                line.line
+            );
+        }
+    });
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let taken = tokio::select! {
+            taken = take(&options, &client) => taken,
+            () = stop.cancelled() => break,
+        };
+        match taken {
+            Ok(Some(taken)) => {
+                backoff = Duration::from_millis(100);
+                let executor = Arc::clone(&executor);
+                let options = Arc::clone(&options);
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let id = taken.id;
+                    let result = carry_out(&options, &client, &executor, taken).await;
+                    let body = match result {
+                        Ok(value) => json!({ "ok": true, "value": value }),
+                        Err(error) => json!({ "ok": false, "error": error }),
+                    };
+                    let sent = client
+                        .post(format!("{}/api/v1/agent/ops/{id}", options.server))
+                        .bearer_auth(&options.token)
+                        .timeout(Duration::from_secs(30))
+                        .json(&body)
+                        .send()
+                        .await;
+                    if let Err(error) = sent {
+                        tracing::warn!(operation = id, %error, "cannot answer a host operation");
+                    }
+                });
+            }
+            Ok(None) => backoff = Duration::from_millis(100),
+            Err(error) => {
+                tracing::debug!(%error, "taking host operations failed; retrying in {backoff:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    executor.stop_all(Duration::from_secs(10)).await;
+}
+
+async fn take(options: &AgentOptions, client: &reqwest::Client) -> Result<Option<Taken>, String> {
+    let response = client
+        .post(format!("{}/api/v1/agent/ops", options.server))
+        .bearer_auth(&options.token)
+        .timeout(Duration::from_secs(40))
+        .json(&json!({ "name": options.name, "wait_ms": 20_000 }))
+        .send()
+        .await
+        .map_err(|error| error.to_string())?;
+    match response.status().as_u16() {
+        200 => response
+            .json::<Taken>()
+            .await
+            .map(Some)
+            .map_err(|error| error.to_string()),
+        204 => Ok(None),
+        code => Err(format!("HTTP {code}")),
+    }
+}
+
+async fn carry_out(
+    options: &AgentOptions,
+    client: &reqwest::Client,
+    executor: &HostExecutor,
+    taken: Taken,
+) -> Result<Value, String> {
+    let dir = PathBuf::from(&taken.dir);
+    let op = match taken.op {
+        HostOp::Prepare {
+            number,
+            artifact,
+            digest,
+            who,
+            config,
+            mut files,
+        } => {
+            let cache = options.data_dir.join("deploy-blobs");
+            for file in &mut files {
+                file.source = Some(fetch(options, client, &cache, &file.digest).await?);
+            }
+            HostOp::Prepare {
+                number,
+                artifact,
+                digest,
+                who,
+                config,
+                files,
+            }
+        }
+        other => other,
+    };
+    executor.execute(&options.name, &dir, op).await
+}
+
+/// The blob `digest` in the local cache, downloaded from the server when missing and checked
+/// against its digest either way.
+async fn fetch(
+    options: &AgentOptions,
+    client: &reqwest::Client,
+    cache: &Path,
+    digest: &str,
+) -> Result<PathBuf, String> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        .ok_or_else(|| format!("invalid digest `{digest}`"))?;
+    tokio::fs::create_dir_all(cache)
+        .await
+        .map_err(|error| format!("{}: {error}", cache.display()))?;
+    let path = cache.join(hex);
+    if verified(&path, digest).await {
+        return Ok(path);
+    }
+    let mut response = client
+        .get(format!(
+            "{}/api/v1/artifacts/blobs/{digest}",
+            options.server
+        ))
+        .bearer_auth(&options.token)
+        .timeout(Duration::from_secs(3600))
+        .send()
+        .await
+        .map_err(|error| format!("fetching {digest}: {error}"))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "fetching {digest}: HTTP {}",
+            response.status().as_u16()
+        ));
+    }
+    let partial = cache.join(format!("{hex}.partial"));
+    let mut file = tokio::fs::File::create(&partial)
+        .await
+        .map_err(|error| format!("{}: {error}", partial.display()))?;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| format!("fetching {digest}: {error}"))?
+    {
+        file.write_all(&chunk)
+            .await
+            .map_err(|error| format!("{}: {error}", partial.display()))?;
+    }
+    file.sync_all()
+        .await
+        .map_err(|error| format!("{}: {error}", partial.display()))?;
+    drop(file);
+    if !verified(&partial, digest).await {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(format!(
+            "{digest}: what the server sent does not have this digest"
+        ));
+    }
+    tokio::fs::rename(&partial, &path)
+        .await
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    Ok(path)
+}
+
+async fn verified(path: &Path, digest: &str) -> bool {
+    let path = path.to_path_buf();
+    let digest = digest.to_owned();
+    tokio::task::spawn_blocking(move || sha256_file(&path).is_ok_and(|actual| actual == digest))
+        .await
+        .unwrap_or(false)
+}
