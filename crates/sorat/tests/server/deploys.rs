@@ -640,7 +640,17 @@ fn deploys_through_an_agent_chosen_by_label() {
     let (code, out) = sorat(&["rollback", "fleet"]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(version_on(port).as_deref(), Some("1"), "{out}");
-    let (_, environments) = admin.get("/api/v1/environments");
+    // The service's state is read from the agent now and then: it reaches `running`.
+    let started = Instant::now();
+    let environments = loop {
+        let (_, environments) = admin.get("/api/v1/environments");
+        if environments["environments"][0]["hosts"][0]["service"]["state"] == "running"
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            break environments;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let fleet = &environments["environments"][0]["hosts"][0];
     assert_eq!(fleet["kind"], "agent", "{environments:#}");
     assert_eq!(fleet["current"], 1, "{environments:#}");
