@@ -455,7 +455,12 @@ impl Target {
     pub async fn shutdown(&self, grace: Duration) -> StopOutcome {
         match &self.place {
             Place::Local(_) => self.stop(grace).await,
-            Place::Ssh(_) | Place::Agent(_) => {
+            Place::Ssh(host) => {
+                self.service.lock().await.take();
+                host.close().await;
+                StopOutcome::NotRunning
+            }
+            Place::Agent(_) => {
                 self.service.lock().await.take();
                 StopOutcome::NotRunning
             }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, watch};
 
@@ -65,8 +65,19 @@ pub struct SshTarget {
 #[derive(Debug)]
 pub struct SshHost {
     target: SshTarget,
-    session: Mutex<Option<Arc<Session>>>,
+    /// The connection and when it was last used.
+    session: Mutex<Option<(Arc<Session>, std::time::Instant)>>,
 }
+
+/// How long the master connection stays after its last command: a Sorat that ends without
+/// closing it (killed) leaves no process behind for longer than this.
+const CONTROL_PERSIST: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(120) {
+    Some(seconds) => seconds,
+    None => std::num::NonZeroUsize::MIN,
+};
+
+/// A connection unused this long is checked before it is used again.
+const IDLE_CHECK: Duration = Duration::from_secs(60);
 
 /// What the remote `sh` writes to stdout and stderr, and how it ended.
 struct Ran {
@@ -166,8 +177,14 @@ impl SshHost {
 
     async fn session(&self) -> Result<Arc<Session>, ReleaseError> {
         let mut slot = self.session.lock().await;
-        if let Some(session) = slot.as_ref() {
-            return Ok(Arc::clone(session));
+        if let Some((session, last_used)) = slot.as_mut() {
+            // The master exits after CONTROL_PERSIST idle: one unused for a while is checked
+            // (a round trip) and replaced when it is gone, so no command fails on it.
+            if last_used.elapsed() < IDLE_CHECK || session.check().await.is_ok() {
+                *last_used = std::time::Instant::now();
+                return Ok(Arc::clone(session));
+            }
+            slot.take();
         }
         let target = &self.target;
         let mut builder = SessionBuilder::default();
@@ -176,6 +193,7 @@ impl SshHost {
             .port(target.port)
             .connect_timeout(target.connect_timeout)
             .server_alive_interval(Duration::from_secs(15))
+            .control_persist(ControlPersist::IdleFor(CONTROL_PERSIST))
             .control_directory(&target.control_dir);
         if let Some(user) = &target.user {
             builder.user(user.clone());
@@ -215,13 +233,24 @@ impl SshHost {
             )
         })?;
         let session = Arc::new(session);
-        *slot = Some(Arc::clone(&session));
+        *slot = Some((Arc::clone(&session), std::time::Instant::now()));
         Ok(session)
     }
 
     /// Forgets the connection (it is reopened on the next command).
     async fn drop_session(&self) {
         self.session.lock().await.take();
+    }
+
+    /// Closes the connection (its master process ends); the next command opens a new one.
+    pub async fn close(&self) {
+        let taken = self.session.lock().await.take();
+        if let Some((session, _)) = taken
+            && let Ok(session) = Arc::try_unwrap(session)
+            && let Err(error) = session.close().await
+        {
+            tracing::debug!(host = %self.name(), %error, "closing the SSH connection");
+        }
     }
 
     /// Runs `script` with `sh -c` on the host; its arguments are the root and `args`.
