@@ -841,22 +841,27 @@ fi"#,
             &failures,
         ];
         args.extend(env_pairs.iter().map(String::as_str));
-        self.run_ok(
-            "cannot start the service",
-            r#"L=$1; shift
+        let started = self
+            .run_ok(
+                "cannot start the service",
+                r#"L=$1; shift
 S="$R/service"
 mkdir -p "$S"
 rm -f "$S/stopping" "$S/state"
 : >> "$S/log"
+wc -c < "$S/log"
 setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
 echo $! > "$S/pid""#,
-            &args,
-            None,
-        )
-        .await?;
+                &args,
+                None,
+            )
+            .await?;
+        // What the new release writes starts here in its log.
+        let log_start: i64 = started.trim().parse().unwrap_or(-1);
         let (sender, receiver) = watch::channel(ServiceState::Starting { attempt: 1 });
         let poller = tokio::spawn(poll_state(Arc::clone(self), sender));
-        let tail = lines.map(|lines| tokio::spawn(tail_log(Arc::clone(self), number, lines)));
+        let tail =
+            lines.map(|lines| tokio::spawn(tail_log(Arc::clone(self), number, lines, log_start)));
         Ok(RemoteService {
             states: receiver,
             poller,
@@ -893,7 +898,7 @@ true"#,
         let state = self.read_state().await?;
         let (sender, receiver) = watch::channel(state);
         let poller = tokio::spawn(poll_state(Arc::clone(self), sender));
-        let tail = lines.map(|lines| tokio::spawn(tail_log(Arc::clone(self), number, lines)));
+        let tail = lines.map(|lines| tokio::spawn(tail_log(Arc::clone(self), number, lines, -1)));
         tracing::info!(host = %self.name(), release = number, "the service runs on the host: watching it");
         Ok(Some(RemoteService {
             states: receiver,
@@ -1111,35 +1116,43 @@ async fn poll_state(host: Arc<SshHost>, sender: watch::Sender<ServiceState>) {
 }
 
 /// Follows the service's log on the host and sends its lines (tagged with the host and
-/// release; stdout and stderr share the file, so lines are marked stdout).
-async fn tail_log(host: Arc<SshHost>, release: u32, lines: mpsc::Sender<ServiceLine>) {
-    let Ok(session) = host.session().await else {
-        return;
-    };
-    let log = format!("{}/service/log", host.target.dir.trim_end_matches('/'));
-    let mut command = session.command("tail");
-    command
-        .arg("-n0")
-        .arg("-F")
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let Ok(mut child) = command.spawn().await else {
-        return;
-    };
-    let Some(stdout) = child.stdout().take() else {
-        return;
-    };
-    use tokio::io::AsyncBufReadExt;
-    let mut reader = tokio::io::BufReader::new(stdout);
-    let mut buffer = Vec::new();
+/// release; stdout and stderr share the file, so lines are marked stdout). It reads what was
+/// appended every second with a short command — no command stays open on the host, so the
+/// connection's master can end when Sorat is gone (a `tail -F` left running kept it alive).
+async fn tail_log(host: Arc<SshHost>, release: u32, lines: mpsc::Sender<ServiceLine>, from: i64) {
+    // -1: start at the end (only what is written from now on).
+    let mut offset: i64 = from;
+    let mut pending: Vec<u8> = Vec::new();
     loop {
-        buffer.clear();
-        match reader.read_until(b'\n', &mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buffer)
+        let offset_text = offset.to_string();
+        let read = host
+            .run(
+                "cannot read the service's log",
+                r#"f="$R/service/log"
+[ -f "$f" ] || { echo 0; exit 0; }
+size=$(wc -c < "$f")
+o=$1
+if [ "$o" -lt 0 ]; then echo "$size"; exit 0; fi
+if [ "$size" -lt "$o" ]; then o=0; fi
+echo "$o"
+tail -c +$((o + 1)) "$f" | head -c 1048576"#,
+                &[&offset_text],
+                None,
+            )
+            .await;
+        if let Ok(ran) = read
+            && ran.code == Some(0)
+            && let Some((first, rest)) = ran.stdout.split_once('\n')
+            && let Ok(start) = first.trim().parse::<i64>()
+        {
+            if start != offset && offset >= 0 {
+                pending.clear();
+            }
+            offset = start + rest.len() as i64;
+            pending.extend_from_slice(rest.as_bytes());
+            while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line)
                     .trim_end_matches(['\n', '\r'])
                     .to_owned();
                 let sent = lines
@@ -1147,14 +1160,17 @@ async fn tail_log(host: Arc<SshHost>, release: u32, lines: mpsc::Sender<ServiceL
                         host: host.name().to_owned(),
                         release,
                         stream: Stream::Stdout,
-                        line,
+                        line: text,
                     })
                     .await;
                 if sent.is_err() {
-                    break;
+                    return;
                 }
             }
         }
+        if lines.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let _ = child.disconnect().await;
 }

@@ -527,6 +527,23 @@ fn deploys_to_ssh_hosts_from_sorat_yaml_and_their_services_outlive_the_server() 
             assert_eq!(version_on(*port).as_deref(), Some(version), "{out}");
         }
     }
+    // What the services on the hosts write reaches the environment's log, tagged.
+    let started = Instant::now();
+    loop {
+        let (_, logs) = admin.get("/api/v1/environments/remote/logs");
+        let found = logs["lines"].as_array().into_iter().flatten().any(|line| {
+            line["host"] == "web-0"
+                && line["release"] == 2
+                && line["line"]
+                    .as_str()
+                    .is_some_and(|text| text.starts_with("serving version 2 on"))
+        });
+        if found {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{logs:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (code, table) = sorat(&server, &["releases", "remote", "--history"]);
     assert_eq!(code, Some(0), "{table}");
     assert!(table.contains("web-1"), "{table}");
