@@ -89,7 +89,8 @@ struct Ran {
 /// `sh -c` prefix shared by every remote script: fail on the first error, `R` is the root;
 /// `hash FILE` prints a file's SHA-256 in hex (OpenSSL's when the host has it: it uses the
 /// CPU's SHA instructions, coreutils' does not); `fsync PATH...` makes what was written
-/// durable, file by file (not the whole file system).
+/// durable, file by file (not the whole file system); `alive PGID` says whether a process
+/// group still has a process that is not a zombie.
 const PRELUDE: &str = r#"set -eu
 R=$1
 shift
@@ -98,6 +99,15 @@ hash() {
   echo "${h%% *}"
 }
 fsync() { sync -- "$@" 2>/dev/null || sync; }
+# A process group is alive while it has a process that is not a zombie (a host whose init
+# reaps slowly keeps zombies around, and `kill -0` counts them).
+alive() {
+  if command -v ps >/dev/null 2>&1; then
+    ps -eo pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+  else
+    kill -0 -"$1" 2>/dev/null
+  fi
+}
 "#;
 
 /// The supervisor loop, run detached on the host. Arguments after the root: release, port,
@@ -882,12 +892,7 @@ echo $! > "$S/pid""#,
                 r#"S="$R/service"
 [ -f "$S/pid" ] || exit 0
 pid=$(cat "$S/pid")
-if command -v ps >/dev/null 2>&1; then
-  ps -eo pgid=,stat= | awk -v g="$pid" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }' && echo alive
-else
-  kill -0 -"$pid" 2>/dev/null && echo alive
-fi
-true"#,
+if alive "$pid"; then echo alive; fi"#,
                 &[],
                 None,
             )
@@ -917,15 +922,6 @@ true"#,
 [ -f "$S/pid" ] || { echo not-running; exit 0; }
 pid=$(cat "$S/pid")
 touch "$S/stopping"
-# A process group is alive while it has a process that is not a zombie (a host whose init
-# reaps slowly keeps zombies around, and `kill -0` counts them).
-alive() {
-  if command -v ps >/dev/null 2>&1; then
-    ps -eo pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
-  else
-    kill -0 -"$1" 2>/dev/null
-  fi
-}
 if ! alive "$pid"; then rm -f "$S/pid"; echo not-running; exit 0; fi
 kill -TERM -"$pid" 2>/dev/null || true
 waited=0
