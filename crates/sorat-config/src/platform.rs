@@ -79,6 +79,19 @@ pub enum StrategyConfig {
         /// The steps.
         steps: Vec<CanaryStepConfig>,
     },
+    /// `blue-green` or `{ blue_green: { pre_promotion, auto_promote, scale_down_delay,
+    /// listen } }`: every (local) target has two `slots`; the release starts in the idle one,
+    /// and Sorat's router on the target's `port` switches to it when it is healthy.
+    BlueGreen {
+        /// `pre_promotion`: an analysis measured before the switch.
+        pre_promotion: Option<String>,
+        /// `auto_promote` (default true): switch without waiting for `sorat promote`.
+        auto_promote: bool,
+        /// `scale_down_delay` (default 30s): how long the release that served keeps running.
+        scale_down_delay: Duration,
+        /// `listen` (default 127.0.0.1): the address the router listens on.
+        listen: std::net::IpAddr,
+    },
 }
 
 /// One step of `strategy.canary.steps`.
@@ -158,6 +171,9 @@ pub enum TargetPlace {
     Local {
         /// The folder.
         dir: PathBuf,
+        /// `slots: [PORT, PORT]`: the ports the releases take turns on under `blue-green`
+        /// (Sorat's router then serves `port`).
+        slots: Option<[u16; 2]>,
     },
     /// `ssh: { host, user, ssh_port, key, known_hosts, dir, port }`.
     Ssh(SshConfig),
@@ -793,6 +809,7 @@ impl Loader<'_> {
                 let mut reader = MapReader::new(file, local, "`local`", self.diagnostics)?;
                 let dir = reader.get("dir");
                 let port = reader.get("port");
+                let slots_node = reader.get("slots");
                 reader.finish(self.diagnostics);
                 let (Some(dir), Some(port)) = (dir, port) else {
                     self.error(local.head_span(file), "`local` needs `dir` and `port`");
@@ -810,11 +827,16 @@ impl Loader<'_> {
                     return None;
                 }
                 ports.push((port_value, port.span));
+                let slots = match slots_node {
+                    Some(node) => Some(self.slots(node, ports)?),
+                    None => None,
+                };
                 Some(TargetConfig {
                     name,
                     port: port_value,
                     place: TargetPlace::Local {
                         dir: self.base.join(dir),
+                        slots,
                     },
                 })
             }
@@ -904,6 +926,35 @@ impl Loader<'_> {
         }
     }
 
+    /// `slots: [PORT, PORT]`: two ports, used by no other target on this machine.
+    fn slots(&mut self, node: &Node, ports: &mut Vec<(u16, Span)>) -> Option<[u16; 2]> {
+        let items = match node.as_seq() {
+            Some(items) if items.len() == 2 => items,
+            _ => {
+                self.error(
+                    node.span,
+                    "`slots` is two ports, `[8101, 8102]`: the releases take turns on them while Sorat's router serves `port`",
+                );
+                return None;
+            }
+        };
+        let mut out = [0u16; 2];
+        for (index, item) in items.iter().enumerate() {
+            let value = self.port(item, "a slot's port")?;
+            if let Some((_, earlier)) = ports.iter().find(|(p, _)| *p == value) {
+                let line = self.file.line_col(earlier.start).line;
+                self.error(
+                    item.span,
+                    format!("port {value} is already used by a target on line {line}"),
+                );
+                return None;
+            }
+            ports.push((value, item.span));
+            out[index] = value;
+        }
+        Some(out)
+    }
+
     fn environment(
         &mut self,
         name: &str,
@@ -947,10 +998,12 @@ impl Loader<'_> {
         }
         let requires = required;
         let mut hosts = Vec::new();
+        let mut host_spans = Vec::new();
         match targets.and_then(Node::as_seq) {
             Some(items) if !items.is_empty() => {
                 for item in items {
                     if let Some(target) = self.target(item, ports) {
+                        host_spans.push(item.head_span(file));
                         if let Some(name) = &target.name
                             && hosts
                                 .iter()
@@ -960,6 +1013,7 @@ impl Loader<'_> {
                                 item.head_span(file),
                                 format!("two targets are named `{name}`"),
                             );
+                            host_spans.pop();
                             continue;
                         }
                         hosts.push(target);
@@ -1019,14 +1073,21 @@ impl Loader<'_> {
         let strategy = match strategy {
             None => StrategyConfig::Rolling { batch: 1 },
             Some(node) if node.as_str() == Some("all-at-once") => StrategyConfig::AllAtOnce,
+            Some(node) if node.as_str() == Some("blue-green") => {
+                self.blue_green(None, &hosts, &host_spans, &known)?
+            }
             Some(node) => {
                 let mut strategy_reader =
                     MapReader::new(file, node, "`strategy`", self.diagnostics)?;
                 let rolling = strategy_reader.get("rolling");
                 let canary = strategy_reader.get("canary");
+                let blue_green = strategy_reader.get("blue_green");
                 strategy_reader.finish(self.diagnostics);
-                match (rolling, canary) {
-                    (Some(rolling), None) => {
+                match (rolling, canary, blue_green) {
+                    (None, None, Some(blue_green)) => {
+                        self.blue_green(Some(blue_green), &hosts, &host_spans, &known)?
+                    }
+                    (Some(rolling), None, None) => {
                         let mut rolling_reader =
                             MapReader::new(file, rolling, "`rolling`", self.diagnostics)?;
                         let batch = rolling_reader.get("batch");
@@ -1068,14 +1129,14 @@ impl Loader<'_> {
                         };
                         StrategyConfig::Rolling { batch }
                     }
-                    (None, Some(canary)) => {
+                    (None, Some(canary), None) => {
                         let steps = self.canary_steps(canary, &known)?;
                         StrategyConfig::Canary { steps }
                     }
                     _ => {
                         self.error(
                             node.head_span(file),
-                            "`strategy` is `all-at-once`, `{ rolling: { batch: N } }` or `{ canary: { steps: [...] } }`",
+                            "`strategy` is `all-at-once`, `blue-green`, `{ rolling: { batch: N } }`, `{ canary: { steps: [...] } }` or `{ blue_green: { ... } }`",
                         );
                         return None;
                     }
@@ -1179,6 +1240,94 @@ impl Loader<'_> {
             requires,
             approval,
             branches,
+        })
+    }
+
+    /// `blue-green` / `{ blue_green: { pre_promotion, auto_promote, scale_down_delay,
+    /// listen } }`; every target must be local with `slots`.
+    fn blue_green(
+        &mut self,
+        node: Option<&Node>,
+        hosts: &[TargetConfig],
+        host_spans: &[Span],
+        known: &dyn Fn(&str) -> bool,
+    ) -> Option<StrategyConfig> {
+        let file = self.file;
+        let (mut pre_promotion, mut auto_promote, mut scale_down_delay, mut listen) = (
+            None,
+            true,
+            Duration::from_secs(30),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+        );
+        if let Some(node) = node {
+            let mut reader = MapReader::new(file, node, "`blue_green`", self.diagnostics)?;
+            let pre = reader.get("pre_promotion");
+            let auto = reader.get("auto_promote");
+            let delay = reader.get("scale_down_delay");
+            let listen_node = reader.get("listen");
+            reader.finish(self.diagnostics);
+            if let Some(pre) = pre {
+                let text = expect_text(file, pre, "`blue_green.pre_promotion`", self.diagnostics)?
+                    .to_string();
+                if !known(&text) {
+                    self.error(
+                        pre.span,
+                        format!("no analysis `{text}` in this environment's `analyses`"),
+                    );
+                    return None;
+                }
+                pre_promotion = Some(text);
+            }
+            if let Some(auto) = auto {
+                match auto.as_bool() {
+                    Some(value) => auto_promote = value,
+                    None => {
+                        self.error(auto.span, "`blue_green.auto_promote` is true or false");
+                        return None;
+                    }
+                }
+            }
+            scale_down_delay = self.duration(delay, "`blue_green.scale_down_delay`", 30);
+            if let Some(listen_node) = listen_node {
+                let text =
+                    expect_text(file, listen_node, "`blue_green.listen`", self.diagnostics)?;
+                match text.parse() {
+                    Ok(address) => listen = address,
+                    Err(_) => {
+                        self.error(
+                            listen_node.span,
+                            format!("`blue_green.listen` is an IP address (`127.0.0.1`, `0.0.0.0`, `::1`), not `{text}`"),
+                        );
+                        return None;
+                    }
+                }
+            }
+        }
+        let mut fine = true;
+        for (host, span) in hosts.iter().zip(host_spans) {
+            match &host.place {
+                TargetPlace::Local { slots: Some(_), .. } => {}
+                TargetPlace::Local { slots: None, .. } => {
+                    self.error(
+                        *span,
+                        "blue-green needs `slots: [PORT, PORT]` on this target: the two ports its releases take turns on while Sorat's router serves `port`",
+                    );
+                    fine = false;
+                }
+                TargetPlace::Ssh(_) | TargetPlace::Agent { .. } => {
+                    self.error(
+                        *span,
+                        "blue-green needs Sorat's router next to the service, which only `local` targets have so far; use `rolling` or `canary` for `ssh` and `agent` targets",
+                    );
+                    fine = false;
+                }
+            }
+        }
+        fine.then_some(StrategyConfig::BlueGreen {
+            pre_promotion,
+            auto_promote,
+            scale_down_delay,
+            listen,
         })
     }
 
@@ -1753,6 +1902,80 @@ mod tests {
     }
 
     #[test]
+    fn blue_green_reads_slots_and_refuses_targets_without_a_router() {
+        let head = "environments:\n  production:\n    service: { command: ./server }\n    analyses:\n      errors:\n        prometheus: http://127.0.0.1:9090\n        metrics: [ { name: e, query: up, success_condition: 'result[0] == 1' } ]\n";
+        let good = format!(
+            "{head}    targets:\n      - local: {{ dir: a, port: 9001, slots: [9101, 9102] }}\n      - local: {{ dir: b, port: 9002, slots: [9201, 9202] }}\n    strategy:\n      blue_green: {{ pre_promotion: errors, auto_promote: false, scale_down_delay: 2m, listen: 0.0.0.0 }}\n"
+        );
+        let (config, messages) = load_text(&good);
+        assert!(messages.is_empty(), "{messages:?}");
+        let production = &config.unwrap().environments[0];
+        assert_eq!(
+            production.strategy,
+            StrategyConfig::BlueGreen {
+                pre_promotion: Some("errors".to_owned()),
+                auto_promote: false,
+                scale_down_delay: Duration::from_secs(120),
+                listen: std::net::IpAddr::from([0, 0, 0, 0]),
+            }
+        );
+        assert_eq!(
+            production.hosts[1].place,
+            TargetPlace::Local {
+                dir: PathBuf::from("/etc/sorat/b"),
+                slots: Some([9201, 9202]),
+            }
+        );
+        // The short form takes the defaults.
+        let (config, messages) = load_text(&format!(
+            "{head}    targets: [ {{ local: {{ dir: a, port: 9001, slots: [9101, 9102] }} }} ]\n    strategy: blue-green\n"
+        ));
+        assert!(messages.is_empty(), "{messages:?}");
+        assert!(matches!(
+            config.unwrap().environments[0].strategy,
+            StrategyConfig::BlueGreen { auto_promote: true, scale_down_delay, .. } if scale_down_delay == Duration::from_secs(30)
+        ));
+
+        let bad = [
+            (
+                "    targets: [ { local: { dir: a, port: 9001 } } ]\n    strategy: blue-green\n",
+                "8:16: blue-green needs `slots: [PORT, PORT]`",
+            ),
+            (
+                "    targets: [ { ssh: { host: h, dir: d, port: 9001 } } ]\n    strategy: blue-green\n",
+                "8:16: blue-green needs Sorat's router next to the service",
+            ),
+            (
+                "    targets: [ { local: { dir: a, port: 9001, slots: [9101] } } ]\n",
+                "8:54: `slots` is two ports",
+            ),
+            (
+                "    targets: [ { local: { dir: a, port: 9001, slots: [9101, 9001] } } ]\n",
+                "8:61: port 9001 is already used by a target on line 8",
+            ),
+            (
+                "    targets: [ { local: { dir: a, port: 9001, slots: [9101, 9102] } } ]\n    strategy: { blue_green: { pre_promotion: nope } }\n",
+                "9:46: no analysis `nope`",
+            ),
+            (
+                "    targets: [ { local: { dir: a, port: 9001, slots: [9101, 9102] } } ]\n    strategy: { blue_green: { listen: localhost } }\n",
+                "9:39: `blue_green.listen` is an IP address",
+            ),
+            (
+                "    targets: [ { local: { dir: a, port: 9001, slots: [9101, 9102] } } ]\n    strategy: { blue_green: { auto_promote: maybe } }\n",
+                "9:45: `blue_green.auto_promote` is true or false",
+            ),
+        ];
+        for (tail, expected) in bad {
+            let (_, messages) = load_text(&format!("{head}{tail}"));
+            assert!(
+                messages.iter().any(|message| message.contains(expected)),
+                "{tail}: {messages:?}"
+            );
+        }
+    }
+
+    #[test]
     fn environments_read_local_and_ssh_targets() {
         let (config, messages) = load_text(
             "environments:\n  production:\n    targets:\n      - local: { dir: hosts/a, port: 9001 }\n      - name: web-2\n        ssh: { host: 10.0.0.7, user: deploy, ssh_port: 2222, key: keys/deploy, known_hosts: keys/known_hosts, dir: /srv/web, port: 9001 }\n      - ssh: { host: web3.example.com, dir: web, port: 8080 }\n    service: { command: ./server }\n",
@@ -1762,7 +1985,8 @@ mod tests {
         assert_eq!(
             production.hosts[0].place,
             TargetPlace::Local {
-                dir: PathBuf::from("/etc/sorat/hosts/a")
+                dir: PathBuf::from("/etc/sorat/hosts/a"),
+                slots: None,
             }
         );
         assert_eq!(production.hosts[1].name.as_deref(), Some("web-2"));

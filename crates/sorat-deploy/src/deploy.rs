@@ -6,6 +6,7 @@
 //! ran before, so no host is left on a third version; the [`DeployReport`] says per host what
 //! happened, why, and how long each phase took.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use crate::release::{
 use crate::service::{
     RestartPolicy, ServiceLine, ServiceSpec, ServiceState, StopOutcome, Supervisor,
 };
+use crate::router::Router;
 use crate::ssh::{RemoteService, SshHost};
 
 /// How an environment's service runs.
@@ -173,6 +175,50 @@ pub struct Target {
     port: u16,
     lines: Option<mpsc::Sender<ServiceLine>>,
     service: Mutex<Option<Running>>,
+    slots: Option<Arc<Slots>>,
+}
+
+/// The names of the two slots of a blue-green target, as `SORAT_SLOT` gives them.
+pub const SLOT_NAMES: [&str; 2] = ["blue", "green"];
+
+/// How a local target runs blue-green: its releases take turns on two ports (the slots), and
+/// Sorat's router on the target's port sends new connections to the slot that serves.
+#[derive(Clone, Debug)]
+pub struct BlueGreenSlots {
+    /// The two slots' ports.
+    pub ports: [u16; 2],
+    /// The address the router listens on, with the target's port.
+    pub listen: std::net::IpAddr,
+    /// How long the release that served before a switch keeps running (a rollback within it
+    /// is a switch back, without a start).
+    pub scale_down_delay: Duration,
+}
+
+/// A blue-green target's slots, router and the services in them.
+#[derive(Debug)]
+struct Slots {
+    config: BlueGreenSlots,
+    router: Router,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The slot that serves; its service is the target's `service`.
+    active: Option<usize>,
+    /// A release started in the other slot, not serving yet.
+    preview: Option<SlotService>,
+    /// The release that served before the last switch, kept for the scale-down delay.
+    standby: Option<SlotService>,
+    /// Counts changes of the standby, so that a delayed stop knows whether its is still it.
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct SlotService {
+    slot: usize,
+    release: u32,
+    supervisor: Supervisor,
 }
 
 impl Target {
@@ -183,6 +229,7 @@ impl Target {
             port,
             lines: None,
             service: Mutex::new(None),
+            slots: None,
         }
     }
 
@@ -193,6 +240,7 @@ impl Target {
             port,
             lines: None,
             service: Mutex::new(None),
+            slots: None,
         }
     }
 
@@ -200,6 +248,42 @@ impl Target {
     pub fn with_lines(mut self, lines: mpsc::Sender<ServiceLine>) -> Target {
         self.lines = Some(lines);
         self
+    }
+
+    /// Runs the target blue-green: its releases take turns on `slots.ports` and a router on
+    /// the target's port serves the one that is current. Only local targets have a router
+    /// next to their service; a deploy to another kind with slots fails before any change.
+    pub fn with_slots(mut self, slots: BlueGreenSlots) -> Target {
+        let listen = std::net::SocketAddr::new(slots.listen, self.port);
+        self.slots = Some(Arc::new(Slots {
+            config: slots,
+            router: Router::new(listen),
+            state: Mutex::new(SlotState::default()),
+        }));
+        self
+    }
+
+    /// For a blue-green target: the slot that serves (its name and port) and the release in
+    /// it, when one does.
+    pub async fn serving_slot(&self) -> Option<(&'static str, u16, u32)> {
+        let slots = self.slots.as_ref()?;
+        let active = slots.state.lock().await.active?;
+        let release = match self.service.lock().await.as_ref() {
+            Some(Running::Local(supervisor)) => supervisor.spec().release,
+            _ => return None,
+        };
+        Some((SLOT_NAMES[active], slots.config.ports[active], release))
+    }
+
+    /// For a blue-green target: the release kept running in the other slot after the last
+    /// switch (its slot's name and the release), until the scale-down delay ends.
+    pub async fn standby_slot(&self) -> Option<(&'static str, u32)> {
+        let slots = self.slots.as_ref()?;
+        let state = slots.state.lock().await;
+        state
+            .standby
+            .as_ref()
+            .map(|standby| (SLOT_NAMES[standby.slot], standby.release))
     }
 
     /// The host's name.
@@ -218,6 +302,7 @@ impl Target {
             port,
             lines: None,
             service: Mutex::new(None),
+            slots: None,
         }
     }
 
@@ -411,6 +496,17 @@ impl Target {
         let Some(number) = self.current().await? else {
             return Ok(None);
         };
+        if self.slots.is_some() {
+            let started = match self.start_in_slot(env, number).await {
+                Ok(_) => self.promote(env, number).await,
+                Err(error) => Err(error),
+            };
+            started.map_err(|message| DeployError::Service {
+                host: self.name().to_owned(),
+                message,
+            })?;
+            return Ok(Some(number));
+        }
         if let Place::Ssh(host) = &self.place
             && let Some(service) = host.attach(number, self.lines.clone()).await?
         {
@@ -435,6 +531,9 @@ impl Target {
 
     /// Stops the service (SIGTERM, then SIGKILL after `grace`).
     pub async fn stop(&self, grace: Duration) -> StopOutcome {
+        if let Some(slots) = &self.slots {
+            return self.stop_slots(slots, grace).await;
+        }
         let running = self.service.lock().await.take();
         match (&self.place, running) {
             (_, Some(Running::Local(supervisor))) => supervisor.stop(grace).await,
@@ -516,6 +615,163 @@ impl Target {
         }
     }
 
+    /// The slots and the local folder of a blue-green target.
+    fn slotted(&self) -> Result<(&Arc<Slots>, &Host), String> {
+        match (&self.slots, &self.place) {
+            (Some(slots), Place::Local(host)) => Ok((slots, host)),
+            (Some(_), _) => Err(format!(
+                "blue-green needs Sorat's router next to the service, which only local targets have; {} is a {} target",
+                self.name(),
+                self.kind()
+            )),
+            (None, _) => Err(format!("host {} has no blue-green slots", self.name())),
+        }
+    }
+
+    /// Starts `release` in the slot that does not serve (the release kept there is reused
+    /// when it is the one and still runs; anything else there is stopped first). Returns its
+    /// states, its slot's port, and whether it was already running.
+    async fn start_in_slot(
+        &self,
+        env: &Environment,
+        release: u32,
+    ) -> Result<(watch::Receiver<ServiceState>, u16, bool), String> {
+        let (slots, host) = self.slotted()?;
+        let mut state = slots.state.lock().await;
+        if let Some(old) = state.preview.take() {
+            if old.release == release && matches!(old.supervisor.state(), ServiceState::Running { .. }) {
+                let started = (old.supervisor.watch(), slots.config.ports[old.slot], true);
+                state.preview = Some(old);
+                return Ok(started);
+            }
+            old.supervisor.stop(env.service.stop_grace).await;
+        }
+        state.generation += 1;
+        if let Some(standby) = state.standby.take() {
+            if standby.release == release
+                && matches!(standby.supervisor.state(), ServiceState::Running { .. })
+            {
+                let started = (
+                    standby.supervisor.watch(),
+                    slots.config.ports[standby.slot],
+                    true,
+                );
+                state.preview = Some(standby);
+                return Ok(started);
+            }
+            standby.supervisor.stop(env.service.stop_grace).await;
+        }
+        let slot = state.active.map_or(0, |active| 1 - active);
+        let port = slots.config.ports[slot];
+        let mut service_env = env.service.env.clone();
+        service_env.push(("SORAT_SLOT".to_owned(), SLOT_NAMES[slot].to_owned()));
+        let spec = ServiceSpec {
+            host: host.name().to_owned(),
+            release,
+            command: env.service.command.clone(),
+            working_dir: host.release_path(release),
+            port,
+            env: service_env,
+            restart: env.service.restart.clone(),
+        };
+        let supervisor = Supervisor::start(spec, self.lines.clone());
+        let states = supervisor.watch();
+        state.preview = Some(SlotService {
+            slot,
+            release,
+            supervisor,
+        });
+        Ok((states, port, false))
+    }
+
+    /// Makes the slot running `release` the one that serves: the router sends new
+    /// connections there and `current` points at it. The release that served keeps running
+    /// in its slot for the scale-down delay.
+    async fn promote(&self, env: &Environment, release: u32) -> Result<(), String> {
+        let (slots, host) = self.slotted()?;
+        let mut service = self.service.lock().await;
+        let mut state = slots.state.lock().await;
+        let preview = match state.preview.take() {
+            Some(preview) if preview.release == release => preview,
+            other => {
+                state.preview = other;
+                return Err(format!("release {release} is not running in a slot"));
+            }
+        };
+        let backend = std::net::SocketAddr::from(([127, 0, 0, 1], slots.config.ports[preview.slot]));
+        let before = slots.router.backend();
+        if let Err(error) = slots.router.route(Some(backend)).await {
+            state.preview = Some(preview);
+            return Err(error.to_string());
+        }
+        let switch_host = host.clone();
+        if let Err(error) = blocking_release(move || switch_host.switch(release)).await {
+            let _ = slots.router.route(before).await;
+            state.preview = Some(preview);
+            return Err(format!("cannot switch to release {release}: {error}"));
+        }
+        let old_slot = state.active.replace(preview.slot);
+        let old = service.replace(Running::Local(preview.supervisor));
+        if let (Some(slot), Some(Running::Local(supervisor))) = (old_slot, old) {
+            let old_release = supervisor.spec().release;
+            state.generation += 1;
+            state.standby = Some(SlotService {
+                slot,
+                release: old_release,
+                supervisor,
+            });
+            let generation = state.generation;
+            let slots = Arc::clone(slots);
+            let grace = env.service.stop_grace;
+            let host_name = self.name().to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(slots.config.scale_down_delay).await;
+                let standby = {
+                    let mut state = slots.state.lock().await;
+                    if state.generation != generation {
+                        return;
+                    }
+                    state.standby.take()
+                };
+                if let Some(standby) = standby {
+                    tracing::info!(host = %host_name, release = standby.release, slot = SLOT_NAMES[standby.slot], "scale-down delay over: stopping the release that served before");
+                    standby.supervisor.stop(grace).await;
+                }
+            });
+        }
+        tracing::info!(host = %self.name(), release, slot = SLOT_NAMES[preview.slot], "traffic switched");
+        Ok(())
+    }
+
+    /// Stops a release started in a slot and never switched to.
+    async fn discard_preview(&self, grace: Duration) {
+        if let Some(slots) = &self.slots {
+            let preview = slots.state.lock().await.preview.take();
+            if let Some(preview) = preview {
+                preview.supervisor.stop(grace).await;
+            }
+        }
+    }
+
+    /// Stops every slot's service and the router.
+    async fn stop_slots(&self, slots: &Slots, grace: Duration) -> StopOutcome {
+        let running = self.service.lock().await.take();
+        let (preview, standby) = {
+            let mut state = slots.state.lock().await;
+            state.active = None;
+            state.generation += 1;
+            (state.preview.take(), state.standby.take())
+        };
+        slots.router.close().await;
+        for other in [preview, standby].into_iter().flatten() {
+            other.supervisor.stop(grace).await;
+        }
+        match running {
+            Some(Running::Local(supervisor)) => supervisor.stop(grace).await,
+            _ => StopOutcome::NotRunning,
+        }
+    }
+
     fn probe_target(&self) -> ProbeTarget {
         match &self.place {
             Place::Local(host) => ProbeTarget::local(self.port, host.current_path()),
@@ -564,10 +820,25 @@ pub enum Strategy {
         /// The steps.
         steps: Vec<CanaryStep>,
     },
+    /// Every host starts the release in its idle slot beside the one serving
+    /// ([`Target::with_slots`]); when all are healthy there (and the pre-promotion analysis
+    /// passed, and a person promoted it when `auto_promote` is off), every host's router
+    /// switches to it at once. The release that served keeps running for the scale-down
+    /// delay, so going back is a switch.
+    BlueGreen {
+        /// Measured while the new release runs beside the old one, before any switch.
+        pre_promotion: Option<Arc<AnalysisStep>>,
+        /// Switch as soon as everything passed (otherwise the environment's judge is asked).
+        auto_promote: bool,
+    },
 }
 
 /// What a deploy does next, planned from its strategy.
 enum Action {
+    /// Start the release beside the serving one on these hosts and check it there.
+    Preview(std::ops::Range<usize>),
+    /// Wait for a person to promote the release.
+    AwaitPromotion,
     /// Switch these hosts (indices) together.
     Switch(std::ops::Range<usize>),
     /// Wait.
@@ -586,6 +857,20 @@ fn plan(strategy: &Strategy, hosts: usize) -> Vec<Action> {
     match strategy {
         Strategy::Rolling { batch } => batches(*batch),
         Strategy::AllAtOnce => batches(hosts),
+        Strategy::BlueGreen {
+            pre_promotion,
+            auto_promote,
+        } => {
+            let mut actions = vec![Action::Preview(0..hosts)];
+            if let Some(step) = pre_promotion {
+                actions.push(Action::Analyze(Arc::clone(step)));
+            }
+            if !auto_promote {
+                actions.push(Action::AwaitPromotion);
+            }
+            actions.push(Action::Switch(0..hosts));
+            actions
+        }
         Strategy::Canary { steps } => {
             let mut actions = Vec::new();
             let mut done = 0;
@@ -659,6 +944,9 @@ pub enum HostOutcome {
     PrepareFailed,
     /// It was not switched (the deploy stopped before its batch).
     NotSwitched,
+    /// The release failed in its idle slot (blue-green) before any traffic reached it; the
+    /// host kept serving the release it served.
+    PreviewFailed,
     /// It was switched, failed, and was taken back to its previous release.
     FailedRolledBack,
     /// It was switched and healthy, and was taken back because another host failed.
@@ -940,6 +1228,56 @@ pub async fn deploy(
                 )
                 .await;
             }
+            Action::Preview(range) => {
+                let chunk: Vec<usize> = range.collect();
+                let results = join_all(chunk.iter().map(|index| async move {
+                    let mut timings = Vec::new();
+                    let result = ready_in_slot(
+                        env,
+                        &targets[*index],
+                        number,
+                        (Phase::Restart, Phase::Health),
+                        &mut timings,
+                    )
+                    .await;
+                    (result, timings)
+                }))
+                .await;
+                for (index, (result, timings)) in chunk.iter().zip(results) {
+                    let report = &mut reports[*index];
+                    report.timings.extend(timings);
+                    if let Err(error) = result {
+                        report.outcome = HostOutcome::PreviewFailed;
+                        if failure.is_none() {
+                            failure = Some(format!("host {}: {error}", report.host));
+                        }
+                        report.errors.push(error);
+                        targets[*index]
+                            .set_status(number, ReleaseStatus::Failed)
+                            .await;
+                    }
+                }
+            }
+            Action::AwaitPromotion => {
+                let reason = format!(
+                    "release {number} runs beside the serving release on every host; promote to switch traffic to it"
+                );
+                tracing::info!(environment = %env.name, release = number, "waiting to be promoted");
+                let decision = match &env.judge {
+                    Some(judge) => judge.decide(&env.name, number, "promotion", &reason).await,
+                    None => Decision::Abort {
+                        by: "nobody (auto_promote is off and nobody can be asked)".to_owned(),
+                    },
+                };
+                match decision {
+                    Decision::Promote { by } => {
+                        tracing::info!(environment = %env.name, release = number, %by, "promoted");
+                    }
+                    Decision::Abort { by } => {
+                        failure = Some(format!("release {number} was not promoted: aborted by {by}"));
+                    }
+                }
+            }
             Action::Pause(duration) => {
                 tracing::info!(environment = %env.name, release = number, ?duration, "canary pause");
                 tokio::time::sleep(duration).await;
@@ -981,6 +1319,17 @@ pub async fn deploy(
             prune_after_success(env, targets, &mut reports).await;
             Outcome::Succeeded
         }
+        Some(reason) if switched.is_empty() => {
+            // Nothing served the release: whatever runs it beside the serving one is stopped.
+            join_all(
+                targets
+                    .iter()
+                    .map(|target| target.discard_preview(env.service.stop_grace)),
+            )
+            .await;
+            tracing::warn!(environment = %env.name, release = number, %reason, "deploy stopped before any host was switched");
+            Outcome::Aborted { reason }
+        }
         Some(reason) => {
             tracing::warn!(environment = %env.name, release = number, %reason, "deploy failed; rolling back");
             let reverts = join_all(switched.iter().map(|index| {
@@ -988,6 +1337,12 @@ pub async fn deploy(
                 let previous = reports[*index].previous;
                 async move { revert(env, target, number, previous).await }
             }))
+            .await;
+            join_all(
+                targets
+                    .iter()
+                    .map(|target| target.discard_preview(env.service.stop_grace)),
+            )
             .await;
             let mut all_reverted = true;
             for (index, (result, timings)) in switched.iter().zip(reverts) {
@@ -1143,6 +1498,24 @@ async fn activate(
         _ => (Phase::Restart, Phase::Health),
     };
     let mut timings = Vec::new();
+    if target.slots.is_some() {
+        let env = match switch_phase {
+            Phase::RollbackSwitch => recorded_env(env, target, number).await,
+            _ => Cow::Borrowed(env),
+        };
+        if let Err(error) =
+            ready_in_slot(&env, target, number, (restart_phase, health_phase), &mut timings).await
+        {
+            return (Err(error), timings);
+        }
+        let since = Instant::now();
+        let promoted = target.promote(&env, number).await;
+        timings.push(Timing {
+            phase: switch_phase,
+            duration: since.elapsed(),
+        });
+        return (promoted, timings);
+    }
     let mut time = |phase, since: Instant| {
         timings.push(Timing {
             phase,
@@ -1160,20 +1533,11 @@ async fn activate(
     }
     let since = Instant::now();
     // Going back to a release runs it with the service configuration it was deployed with.
-    let recorded_env;
-    let env = if switch_phase == Phase::RollbackSwitch
-        && let Ok(record) = target.record(number).await
-        && let Some(config) = record.config
-        && (config.command != env.service.command || config.env != env.service.env)
-    {
-        let mut older = env.clone();
-        older.service.command = config.command;
-        older.service.env = config.env;
-        recorded_env = older;
-        &recorded_env
-    } else {
-        env
+    let env = match switch_phase {
+        Phase::RollbackSwitch => recorded_env(env, target, number).await,
+        _ => Cow::Borrowed(env),
     };
+    let env = env.as_ref();
     let states = target.restart(env, number).await;
     time(restart_phase, since);
     let states = match states {
@@ -1191,6 +1555,70 @@ async fn activate(
     let health = check(env, target, states).await;
     time(health_phase, since);
     (health, timings)
+}
+
+/// `env` with the service configuration release `number` was deployed with, when it differs.
+async fn recorded_env<'a>(
+    env: &'a Environment,
+    target: &Target,
+    number: u32,
+) -> Cow<'a, Environment> {
+    if let Ok(record) = target.record(number).await
+        && let Some(config) = record.config
+        && (config.command != env.service.command || config.env != env.service.env)
+    {
+        let mut older = env.clone();
+        older.service.command = config.command;
+        older.service.env = config.env;
+        Cow::Owned(older)
+    } else {
+        Cow::Borrowed(env)
+    }
+}
+
+/// Brings `release` up in a blue-green target's idle slot and waits for its health check
+/// there, before any traffic reaches it; a release failing there is stopped.
+async fn ready_in_slot(
+    env: &Environment,
+    target: &Target,
+    release: u32,
+    (start_phase, health_phase): (Phase, Phase),
+    timings: &mut Vec<Timing>,
+) -> Result<(), String> {
+    let since = Instant::now();
+    let started = target.start_in_slot(env, release).await;
+    timings.push(Timing {
+        phase: start_phase,
+        duration: since.elapsed(),
+    });
+    let (states, port, reused) = started
+        .map_err(|error| format!("cannot start the service of release {release}: {error}"))?;
+    let since = Instant::now();
+    let mut health = env.health.clone();
+    if reused {
+        // It was serving or already checked: one answer says it still does.
+        health.success_threshold = 1;
+    }
+    let working_dir = target
+        .host()
+        .map(|host| host.release_path(release))
+        .unwrap_or_default();
+    let probe = ProbeTarget::local(port, working_dir);
+    let result = tokio::select! {
+        result = wait_healthy(&health, &probe) => result.map(drop).map_err(|error| error.to_string()),
+        reason = gave_up(states) => Err(format!("the service would not stay up: {reason}")),
+    };
+    timings.push(Timing {
+        phase: health_phase,
+        duration: since.elapsed(),
+    });
+    if let Err(error) = result {
+        target.discard_preview(env.service.stop_grace).await;
+        return Err(format!(
+            "release {release} failed in its slot (port {port}) before serving: {error}"
+        ));
+    }
+    Ok(())
 }
 
 /// Waits for the health check, or for the supervisor to give up, whichever comes first.

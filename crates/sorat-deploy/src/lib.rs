@@ -22,12 +22,13 @@ pub mod analysis;
 pub mod deploy;
 pub mod health;
 pub mod release;
+pub mod router;
 pub mod service;
 pub mod ssh;
 
 pub use deploy::{
-    DeployError, DeployReport, Environment, HostOutcome, HostReport, Outcome, Phase, ReleaseSpec,
-    ServiceConfig, Strategy, Target, Timing, deploy, next_release_number, rollback,
+    BlueGreenSlots, DeployError, DeployReport, Environment, HostOutcome, HostReport, Outcome, Phase, ReleaseSpec,
+    SLOT_NAMES, ServiceConfig, Strategy, Target, Timing, deploy, next_release_number, rollback,
 };
 pub use health::{HealthCheck, Healthy, Probe, ProbeTarget, Unhealthy, wait_healthy};
 pub use release::{

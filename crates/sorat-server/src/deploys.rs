@@ -20,7 +20,7 @@ use sorat_config::platform::{
 use sorat_deploy::analysis::{Analysis, Metric, PrometheusSource};
 use sorat_deploy::deploy::{AnalysisStep, Bake, CanaryStep, Decision, Judge};
 use sorat_deploy::{
-    DeployReport, Environment, HealthCheck, Host, HostOutcome, Outcome, Phase, Probe, ReleaseFile,
+    BlueGreenSlots, DeployReport, Environment, HealthCheck, Host, HostOutcome, Outcome, Phase, Probe, ReleaseFile,
     ReleaseMeta, ReleaseSpec, ReleaseStatus, RestartPolicy, ServiceConfig, ServiceLine,
     ServiceState, SshHost, SshTarget, Strategy, Target,
 };
@@ -273,6 +273,14 @@ impl EnvironmentState {
                     })
                     .collect(),
             },
+            StrategyConfig::BlueGreen {
+                pre_promotion,
+                auto_promote,
+                ..
+            } => Strategy::BlueGreen {
+                pre_promotion: pre_promotion.as_deref().and_then(analysis),
+                auto_promote: *auto_promote,
+            },
         };
         let bake = config.bake.as_ref().map(|bake| Bake {
             duration: bake.duration,
@@ -319,8 +327,23 @@ impl EnvironmentState {
                     .clone()
                     .unwrap_or_else(|| format!("{}-{}", config.name, index + 1));
                 match &target.place {
-                    TargetPlace::Local { dir } => {
-                        Target::new(Host::new(name, dir.clone()), target.port)
+                    TargetPlace::Local { dir, slots } => {
+                        let local = Target::new(Host::new(name, dir.clone()), target.port);
+                        match (slots, &config.strategy) {
+                            (
+                                Some(ports),
+                                StrategyConfig::BlueGreen {
+                                    scale_down_delay,
+                                    listen,
+                                    ..
+                                },
+                            ) => local.with_slots(BlueGreenSlots {
+                                ports: *ports,
+                                listen: *listen,
+                                scale_down_delay: *scale_down_delay,
+                            }),
+                            _ => local,
+                        }
                     }
                     TargetPlace::Agent { labels, dir } => Target::agent(
                         sorat_deploy::agent::AgentHost::new(
@@ -671,6 +694,7 @@ fn outcome_word(outcome: &HostOutcome) -> &'static str {
         HostOutcome::Deployed => "deployed",
         HostOutcome::PrepareFailed => "prepare_failed",
         HostOutcome::NotSwitched => "not_switched",
+        HostOutcome::PreviewFailed => "preview_failed",
         HostOutcome::FailedRolledBack => "failed_rolled_back",
         HostOutcome::RolledBack => "rolled_back",
         HostOutcome::RollbackFailed => "rollback_failed",
