@@ -1289,8 +1289,7 @@ impl Loader<'_> {
             }
             scale_down_delay = self.duration(delay, "`blue_green.scale_down_delay`", 30);
             if let Some(listen_node) = listen_node {
-                let text =
-                    expect_text(file, listen_node, "`blue_green.listen`", self.diagnostics)?;
+                let text = expect_text(file, listen_node, "`blue_green.listen`", self.diagnostics)?;
                 match text.parse() {
                     Ok(address) => listen = address,
                     Err(_) => {

@@ -20,10 +20,10 @@ use crate::health::{HealthCheck, ProbeTarget, wait_healthy};
 use crate::release::{
     Host, ReleaseConfig, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord, ReleaseStatus,
 };
+use crate::router::Router;
 use crate::service::{
     RestartPolicy, ServiceLine, ServiceSpec, ServiceState, StopOutcome, Supervisor,
 };
-use crate::router::Router;
 use crate::ssh::{RemoteService, SshHost};
 
 /// How an environment's service runs.
@@ -261,6 +261,11 @@ impl Target {
             state: Mutex::new(SlotState::default()),
         }));
         self
+    }
+
+    /// For a blue-green target: its slots' ports (blue, green).
+    pub fn slot_ports(&self) -> Option<[u16; 2]> {
+        self.slots.as_ref().map(|slots| slots.config.ports)
     }
 
     /// For a blue-green target: the slot that serves (its name and port) and the release in
@@ -639,7 +644,9 @@ impl Target {
         let (slots, host) = self.slotted()?;
         let mut state = slots.state.lock().await;
         if let Some(old) = state.preview.take() {
-            if old.release == release && matches!(old.supervisor.state(), ServiceState::Running { .. }) {
+            if old.release == release
+                && matches!(old.supervisor.state(), ServiceState::Running { .. })
+            {
                 let started = (old.supervisor.watch(), slots.config.ports[old.slot], true);
                 state.preview = Some(old);
                 return Ok(started);
@@ -698,7 +705,8 @@ impl Target {
                 return Err(format!("release {release} is not running in a slot"));
             }
         };
-        let backend = std::net::SocketAddr::from(([127, 0, 0, 1], slots.config.ports[preview.slot]));
+        let backend =
+            std::net::SocketAddr::from(([127, 0, 0, 1], slots.config.ports[preview.slot]));
         let before = slots.router.backend();
         if let Err(error) = slots.router.route(Some(backend)).await {
             state.preview = Some(preview);
@@ -1274,7 +1282,9 @@ pub async fn deploy(
                         tracing::info!(environment = %env.name, release = number, %by, "promoted");
                     }
                     Decision::Abort { by } => {
-                        failure = Some(format!("release {number} was not promoted: aborted by {by}"));
+                        failure = Some(format!(
+                            "release {number} was not promoted: aborted by {by}"
+                        ));
                     }
                 }
             }
@@ -1503,8 +1513,14 @@ async fn activate(
             Phase::RollbackSwitch => recorded_env(env, target, number).await,
             _ => Cow::Borrowed(env),
         };
-        if let Err(error) =
-            ready_in_slot(&env, target, number, (restart_phase, health_phase), &mut timings).await
+        if let Err(error) = ready_in_slot(
+            &env,
+            target,
+            number,
+            (restart_phase, health_phase),
+            &mut timings,
+        )
+        .await
         {
             return (Err(error), timings);
         }

@@ -27,8 +27,9 @@ pub mod service;
 pub mod ssh;
 
 pub use deploy::{
-    BlueGreenSlots, DeployError, DeployReport, Environment, HostOutcome, HostReport, Outcome, Phase, ReleaseSpec,
-    SLOT_NAMES, ServiceConfig, Strategy, Target, Timing, deploy, next_release_number, rollback,
+    BlueGreenSlots, DeployError, DeployReport, Environment, HostOutcome, HostReport, Outcome,
+    Phase, ReleaseSpec, SLOT_NAMES, ServiceConfig, Strategy, Target, Timing, deploy,
+    next_release_number, rollback,
 };
 pub use health::{HealthCheck, Healthy, Probe, ProbeTarget, Unhealthy, wait_healthy};
 pub use release::{

@@ -20,9 +20,9 @@ use sorat_config::platform::{
 use sorat_deploy::analysis::{Analysis, Metric, PrometheusSource};
 use sorat_deploy::deploy::{AnalysisStep, Bake, CanaryStep, Decision, Judge};
 use sorat_deploy::{
-    BlueGreenSlots, DeployReport, Environment, HealthCheck, Host, HostOutcome, Outcome, Phase, Probe, ReleaseFile,
-    ReleaseMeta, ReleaseSpec, ReleaseStatus, RestartPolicy, ServiceConfig, ServiceLine,
-    ServiceState, SshHost, SshTarget, Strategy, Target,
+    BlueGreenSlots, DeployReport, Environment, HealthCheck, Host, HostOutcome, Outcome, Phase,
+    Probe, ReleaseFile, ReleaseMeta, ReleaseSpec, ReleaseStatus, RestartPolicy, ServiceConfig,
+    ServiceLine, ServiceState, SshHost, SshTarget, Strategy, Target,
 };
 use sorat_state::Role;
 
@@ -758,14 +758,24 @@ pub async fn list(
     for environment in state.environments.values() {
         let mut hosts = Vec::new();
         for target in &environment.targets {
-            hosts.push(json!({
+            let mut host = json!({
                 "host": target.name(),
                 "kind": target.kind(),
                 "address": target.address(),
                 "port": target.port(),
                 "current": target.current().await.ok().flatten(),
                 "service": service_json(target.service_state().await),
-            }));
+            });
+            if let Some(slots) = target.slot_ports() {
+                let serving = target.serving_slot().await;
+                let standby = target.standby_slot().await;
+                host["slots"] = json!({
+                    "ports": { "blue": slots[0], "green": slots[1] },
+                    "serving": serving.map(|(slot, _, release)| json!({ "slot": slot, "release": release })),
+                    "standby": standby.map(|(slot, release)| json!({ "slot": slot, "release": release })),
+                });
+            }
+            hosts.push(host);
         }
         out.push(json!({
             "name": environment.config.name,

@@ -99,6 +99,21 @@ fn sorat_up_on_the_quickstart_runs_its_pipeline() {
         .send()
         .ok()
         .and_then(|response| response.text().ok());
+    // Production runs blue-green: a slot serves the current release.
+    let environments: serde_json::Value = client
+        .get(format!("{url}/api/v1/environments"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let production = environments["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|environment| environment["name"] == "production")
+        .cloned()
+        .unwrap_or_default();
     signal(child.id(), "TERM");
     let status = child.wait().unwrap();
     let printed = std::fs::read_to_string(&log).unwrap();
@@ -116,6 +131,11 @@ fn sorat_up_on_the_quickstart_runs_its_pipeline() {
     assert_eq!(release["status"], "success", "{release:#}\n{printed}");
     assert_eq!(jobs(&release), ["package", "staging", "production"]);
     assert_eq!(answered.as_deref(), Some("42\n"), "{printed}");
+    for host in production["hosts"].as_array().unwrap() {
+        let slot = &host["slots"]["serving"]["slot"];
+        assert!(slot == "blue" || slot == "green", "{production:#}");
+        assert_eq!(host["current"], host["slots"]["serving"]["release"]);
+    }
     assert!(
         printed.contains(&format!("Sorat is up at {url}")),
         "{printed}"
