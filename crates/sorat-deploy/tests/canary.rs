@@ -328,3 +328,95 @@ async fn canary_analysis_and_bake_window_against_a_real_prometheus() {
         target.stop(Duration::from_secs(3)).await;
     }
 }
+
+/// Blue-green with a pre-promotion analysis: Prometheus scrapes both slots of the host, the
+/// load reaches both (as a preview's smoke traffic would), and a release answering 500 in its
+/// slot fails the analysis before any traffic is switched to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_pre_promotion_analysis_against_a_real_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let slots = [free_port(), free_port()];
+    let public = free_port();
+    let targets = vec![
+        Target::new(Host::new("h0", base.join("host0")), public).with_slots(
+            sorat_deploy::BlueGreenSlots {
+                ports: slots,
+                listen: [127, 0, 0, 1].into(),
+                scale_down_delay: Duration::from_secs(600),
+            },
+        ),
+    ];
+    let prometheus = start_prometheus(&slots);
+    let source: Arc<dyn MetricsSource> = Arc::new(PrometheusSource::new(&prometheus.url).unwrap());
+    let env = environment(Duration::from_secs(20));
+    let report = deploy(
+        &env,
+        &targets,
+        &service_release(base, 1, "v1", "ok"),
+        Strategy::AllAtOnce,
+    )
+    .await;
+    // Whatever the strategy, a slotted target's release starts in a slot and is switched to.
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    let traffic = load(slots.to_vec());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Ok(QueryResult::Vector(samples)) = source.query(ERROR_RATIO).await
+            && !samples.is_empty()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Prometheus did not scrape the services"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let blue_green = Strategy::BlueGreen {
+        pre_promotion: Some(error_ratio_analysis(&source)),
+        auto_promote: true,
+    };
+
+    let report = deploy(
+        &env,
+        &targets,
+        &service_release(base, 2, "v2", "errors"),
+        blue_green.clone(),
+    )
+    .await;
+    let Outcome::Aborted { reason } = &report.outcome else {
+        panic!("{report:#?}")
+    };
+    assert!(reason.contains("analysis error-ratio failed"), "{reason}");
+    assert_eq!(report.hosts[0].outcome, HostOutcome::NotSwitched);
+    assert_eq!(report.hosts[0].current, Some(1));
+    assert_eq!(
+        wait_version(public, Duration::from_secs(5)).await.unwrap(),
+        "v1"
+    );
+    assert!(
+        common::get(slots[1], "/version").await.is_err(),
+        "v2 still runs in its slot"
+    );
+
+    let report = deploy(
+        &env,
+        &targets,
+        &service_release(base, 3, "v3", "ok"),
+        blue_green,
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    assert_eq!(
+        report.analyses[0].1.outcome,
+        AnalysisOutcome::Successful,
+        "{report:#?}"
+    );
+    assert_eq!(
+        wait_version(public, Duration::from_secs(5)).await.unwrap(),
+        "v3"
+    );
+    traffic.abort();
+    targets[0].stop(Duration::from_secs(3)).await;
+}
