@@ -554,6 +554,14 @@ impl Target {
         }
     }
 
+    /// Stops watching a service that runs on its own host (SSH, agent): it keeps running and
+    /// the connection stays open. A local service is Sorat's child and stays watched.
+    pub async fn unwatch(&self) {
+        if !matches!(self.place, Place::Local(_)) {
+            self.service.lock().await.take();
+        }
+    }
+
     /// What Sorat does with the service when it shuts down: a local service is stopped (it
     /// is Sorat's child), one on an SSH host keeps running and is only no longer watched.
     pub async fn shutdown(&self, grace: Duration) -> StopOutcome {

@@ -7,12 +7,15 @@
 //! user's `~/.ssh/config` says (jump hosts, ciphers). One master connection per host carries
 //! every command, so a command costs a round trip, not a handshake.
 //!
-//! Files go to a host once: each blob is streamed to a temporary file (the local file is
-//! ssh's stdin as it is), fsynced, hashed on the host (OpenSSL when present, else coreutils)
-//! and only then renamed to `blobs/sha256/<hex>`; a blob whose digest differs is removed and
-//! the prepare fails. A release's files are copies of blobs (`cp --reflink=auto`), so a
-//! service that writes to its files cannot damage the cache, and a blob already present is
-//! verified again before use.
+//! Files go to a host once. A file whose blob the host lacks is streamed straight into the
+//! new release's folder (the local file is ssh's stdin as it is), fsynced, then hashed on
+//! the host (OpenSSL when present, else coreutils); a digest that differs removes the
+//! partial release and fails the prepare. Once the release is complete, a detached job on
+//! the host copies each uploaded file into the cache, `blobs/sha256/<hex>`, hashing the copy
+//! again before renaming it there; the copy is off the deploy's path, and a later release
+//! with the same content is built from the cache. Files built from the cache are copies
+//! (`cp --reflink=auto`), so a service that writes to its files cannot damage the cache, and a
+//! blob already present is verified again before use.
 //!
 //! The service runs under a small `sh` supervisor started with `setsid` (its own session and
 //! process group, detached from the SSH connection): it restarts the command with doubling
@@ -108,6 +111,30 @@ alive() {
     kill -0 -"$1" 2>/dev/null
   fi
 }
+"#;
+
+/// The detached job that puts releases' uploaded files into the cache, started by the prune
+/// after a deploy: for each list a prepare left (`.cache-list.<n>`, taken by renaming it so
+/// that two jobs never share one), each file is copied to a temporary file, hashed again and
+/// fsynced, then renamed to `blobs/sha256/<hex>`; a copy whose digest differs (the service
+/// changed its file already) or whose release is gone is dropped.
+const CACHE_JOB: &str = r#"B="$R/blobs/sha256"
+for L in "$B"/.cache-list.*; do
+  [ -f "$L" ] || continue
+  N=${L##*.}
+  W="$B/.cache-work.$$.$N"
+  mv "$L" "$W" 2>/dev/null || continue
+  while IFS=' ' read -r H F; do
+    [ -f "$B/$H" ] && continue
+    t="$B/.cache.$$"
+    if cp --reflink=auto "$R/releases/$N/$F" "$t" 2>/dev/null && [ "$(hash "$t")" = "$H" ]; then
+      fsync "$t"; mv "$t" "$B/$H"
+    else
+      rm -f "$t"
+    fi
+  done < "$W"
+  rm -f "$W"
+done
 "#;
 
 /// The supervisor loop, run detached on the host. Arguments after the root: release, port,
@@ -527,32 +554,66 @@ true"#,
             )));
         }
         // Each distinct blob once: one round trip says which the host has (verified again
-        // there), then the missing ones are streamed.
-        let mut wanted: Vec<(&str, &Path)> = Vec::new();
-        for (file, recorded_file) in files.iter().zip(&recorded) {
+        // there) and starts the release's partial folder; the missing ones are streamed into
+        // it.
+        let number_text = number.to_string();
+        let mut hexes: Vec<&str> = Vec::new();
+        for recorded_file in &recorded {
             let hex = &recorded_file.digest["sha256:".len()..];
-            if !wanted.iter().any(|(seen, _)| *seen == hex) {
-                wanted.push((hex, &file.source));
+            if !hexes.contains(&hex) {
+                hexes.push(hex);
             }
         }
-        let hexes: Vec<&str> = wanted.iter().map(|(hex, _)| *hex).collect();
+        let mut args: Vec<&str> = vec![&number_text];
+        args.extend(hexes.iter().copied());
         let present = self
             .run_ok(
                 "cannot verify blobs",
-                r#"for H in "$@"; do
+                r#"N=$1; shift
+P="$R/releases/$N.partial"
+rm -rf "$P"; mkdir -p "$P"
+for H in "$@"; do
   f="$R/blobs/sha256/$H"
   [ -f "$f" ] || continue
   if [ "$(hash "$f")" = "$H" ]; then echo "$H"; else rm -f "$f"; fi
 done"#,
-                &hexes,
+                &args,
                 None,
             )
             .await?;
         let present: Vec<&str> = present.lines().map(str::trim).collect();
-        for (hex, source) in &wanted {
-            if !present.contains(hex) {
-                self.put_blob(hex, source).await?;
-            }
+        // Manifest lines: hex, mode, where the file comes from (`b` the cache, `u` uploaded
+        // to this path, `d` the same content as a file uploaded to another path), path.
+        let mut manifest = String::new();
+        let mut uploaded: Vec<&str> = Vec::new();
+        for (file, recorded_file) in files.iter().zip(&recorded) {
+            let hex = &recorded_file.digest["sha256:".len()..];
+            let path_text = file.path.to_str().unwrap_or("");
+            let kind = if present.contains(&hex) {
+                'b'
+            } else if uploaded.contains(&hex) {
+                'd'
+            } else {
+                if let Err(error) = self.put_file(number, hex, path_text, &file.source).await {
+                    // The upload removes the partial release when it fails on the host; a
+                    // failure here (the local file) leaves it to be removed.
+                    let _ = self
+                        .run(
+                            "cannot remove a partial release",
+                            r#"rm -rf "$R/releases/$1.partial""#,
+                            &[&number_text],
+                            None,
+                        )
+                        .await;
+                    return Err(error);
+                }
+                uploaded.push(hex);
+                'u'
+            };
+            manifest.push_str(&format!(
+                "{hex} {:o} {kind} {path_text}\n",
+                file.mode & 0o7777
+            ));
         }
         let record = ReleaseRecord {
             number,
@@ -568,27 +629,35 @@ done"#,
             path: PathBuf::from(RELEASE_JSON),
             message: error.to_string(),
         })?;
-        let number_text = number.to_string();
         self.run_ok(
             "cannot prepare the release",
             r#"N=$1; J=$2
 B="$R/blobs/sha256"; P="$R/releases/$N.partial"
-rm -rf "$P"; mkdir -p "$P"
 trap 'rm -rf "$P"' EXIT
-while IFS=' ' read -r hex mode path; do
+mkdir -p "$P" "$B"
+L="$B/.cache-list.$N"
+: > "$L"
+# Every file is flushed at once at the end: one journal commit rather than one per file.
+set --
+while IFS=' ' read -r hex mode kind path; do
   case "$path" in */*) mkdir -p "$P/${path%/*}" ;; esac
-  cp --reflink=auto "$B/$hex" "$P/$path"
+  case "$kind" in
+    u) eval "U_$hex=\$path"; printf '%s %s\n' "$hex" "$path" >> "$L" ;;
+    d) eval "src=\$U_$hex"; cp "$P/$src" "$P/$path" ;;
+    *) cp --reflink=auto "$B/$hex" "$P/$path" ;;
+  esac
   chmod "$mode" "$P/$path"
-  fsync "$P/$path"
+  set -- "$@" "$P/$path"
 done
 printf '%s\n' "$J" > "$P/release.json"
-fsync "$P/release.json" "$P"
+fsync "$@" "$P/release.json" "$P"
 mv "$P" "$R/releases/$N"
 trap - EXIT
 printf '%s' "$N" > "$R/releases/.last.tmp"
 fsync "$R/releases/.last.tmp"
 mv "$R/releases/.last.tmp" "$R/releases/.last"
-fsync "$R/releases""#,
+fsync "$R/releases"
+[ -s "$L" ] || rm -f "$L""#,
             &[&number_text, &json],
             Some(Input::Bytes(manifest.as_bytes())),
         )
@@ -597,23 +666,31 @@ fsync "$R/releases""#,
         Ok(record)
     }
 
-    /// Streams `source` to the host's blob `hex`, hashing it on the way; a blob whose digest
-    /// differs is not kept.
-    async fn put_blob(&self, hex: &str, source: &Path) -> Result<(), ReleaseError> {
+    /// Streams `source` into release `number`'s partial folder at `path`, fsyncs it and
+    /// hashes it; a digest that differs removes the partial release.
+    async fn put_file(
+        &self,
+        number: u32,
+        hex: &str,
+        path: &str,
+        source: &Path,
+    ) -> Result<(), ReleaseError> {
+        let number_text = number.to_string();
         let ran = self
             .run(
                 "cannot upload",
-                r#"H=$1; B="$R/blobs/sha256"
-mkdir -p "$B"
-t="$B/.upload.$$"
-trap 'rm -f "$t"' EXIT
+                r#"N=$1; H=$2; F=$3
+P="$R/releases/$N.partial"
+trap 'rm -rf "$P"' EXIT
+case "$F" in */*) mkdir -p "$P/${F%/*}" ;; esac
+t="$P/$F"
 cat > "$t" || { echo "cannot write $t (is the disk full?)" >&2; exit 5; }
+# Flushed first, then hashed: both at once is slower (the reads compete with the writeback).
 fsync "$t"
 sum=$(hash "$t")
 if [ "$sum" != "$H" ]; then echo "digest mismatch: expected sha256:$H, got sha256:$sum" >&2; exit 6; fi
-mv "$t" "$B/$H"
 trap - EXIT"#,
-                &[hex],
+                &[&number_text, hex, path],
                 Some(Input::File(source)),
             )
             .await?;
@@ -791,11 +868,23 @@ mv "$f.tmp" "$f""#,
         }
         let doomed_text: Vec<String> = doomed.iter().map(u32::to_string).collect();
         let keep_text = format!(" {} ", kept_blobs.join(" "));
-        let mut args: Vec<&str> = vec![&keep_text];
+        let cache_job = format!("{PRELUDE}{CACHE_JOB}");
+        let mut args: Vec<&str> = vec![&cache_job, &keep_text];
         args.extend(doomed_text.iter().map(String::as_str));
         self.run_ok(
             "cannot prune releases",
-            r#"K=$1; shift
+            r#"C=$1; K=$2; shift 2
+# Files uploaded by earlier deploys go into the cache now, after the deploy, detached
+# from this session, at the lowest CPU and disk priority the host offers.
+for L in "$R"/blobs/sha256/.cache-list.*; do
+  [ -f "$L" ] || continue
+  d=
+  if command -v setsid >/dev/null 2>&1; then d="setsid"; fi
+  if command -v nice >/dev/null 2>&1; then d="$d nice -n 19"; fi
+  if command -v ionice >/dev/null 2>&1; then d="$d ionice -c 3"; fi
+  $d sh -c "$C" sorat-cache "$R" < /dev/null > /dev/null 2>&1 &
+  break
+done
 for n in "$@"; do
   mv "$R/releases/$n" "$R/releases/.removing-$n-$$"
   rm -rf "$R/releases/.removing-$n-$$"

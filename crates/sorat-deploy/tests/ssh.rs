@@ -70,11 +70,34 @@ async fn deploy_roll_back_and_fail_over_ssh_on_three_hosts() {
             std::fs::read_link(host.join("current")).unwrap(),
             Path::new("releases/1")
         );
-        // The blobs were stored once each, by digest, and the files are copies with modes.
-        let blobs = std::fs::read_dir(host.join("blobs/sha256"))
-            .unwrap()
-            .count();
-        assert_eq!(blobs, 3, "server.py, VERSION and MODE");
+        // The uploaded files reach the cache, by digest, once each, soon after the
+        // deploy (a detached job on the host copies and checks them).
+        let cached = || {
+            std::fs::read_dir(host.join("blobs/sha256"))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        let mut expected: Vec<String> = v1
+            .files
+            .iter()
+            .map(|file| file.digest["sha256:".len()..].to_owned())
+            .collect();
+        expected.sort();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let names = loop {
+            let mut names = cached();
+            names.sort();
+            if names == expected || std::time::Instant::now() > deadline {
+                break names;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(names, expected, "server.py, VERSION and MODE, nothing else");
         assert_eq!(
             target.record(1).await.unwrap().status,
             ReleaseStatus::Deployed
@@ -254,6 +277,7 @@ async fn a_wrong_host_key_an_unreachable_host_and_a_bad_digest_abort_before_any_
     assert!(reason.contains("digest mismatch"), "{reason}");
     let host = sshd.hosts_dir().join("host0");
     assert!(!host.join("releases/1").exists());
+    assert!(!host.join("releases/1.partial").exists());
     let wrong_blob = host
         .join("blobs/sha256")
         .join(&truth[0].digest["sha256:".len()..]);
@@ -335,11 +359,85 @@ async fn a_full_disk_on_the_host_fails_the_upload_and_leaves_the_host_as_it_was(
         "v1"
     );
     // No partial upload is left to fill the disk further.
-    let leftovers: Vec<_> = std::fs::read_dir(host_dir.join("blobs/sha256"))
-        .unwrap()
-        .flatten()
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with(".upload"))
+    let leftovers: Vec<_> = ["blobs/sha256", "releases"]
+        .iter()
+        .flat_map(|folder| std::fs::read_dir(host_dir.join(folder)).unwrap().flatten())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".upload") || name.ends_with(".partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    stop_all(&targets).await;
+}
+
+/// The cache at work: a release's uploaded files are copied into `blobs/sha256` after the
+/// deploy, and the next release with the same content is built from there, without reading
+/// the local files again (here they are gone: an upload would fail). Two paths with the same
+/// content are uploaded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_release_with_the_same_content_is_built_from_the_hosts_cache() {
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let targets = ssh_targets(&sshd, &sshd.hosts_dir(), 1);
+    let host = sshd.hosts_dir().join("host0");
+    let env = environment(Duration::from_secs(20));
+    let mut v1 = service_release(work.path(), 1, "v1", "ok");
+    let copy = release_files(work.path(), "copy", &[("bin/tool", "v1", 0o755)]);
+    v1.files.extend(copy);
+    assert_eq!(
+        v1.files[1].digest, v1.files[3].digest,
+        "VERSION and bin/tool"
+    );
+    let report = deploy(&env, &targets, &v1, Strategy::AllAtOnce).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    let release = host.join("releases/1");
+    assert_eq!(
+        std::fs::read_to_string(release.join("bin/tool")).unwrap(),
+        "v1"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&release.join("bin/tool")), 0o755);
+    assert_eq!(mode(&release.join("VERSION")), 0o644);
+
+    let blob = |file: &sorat_deploy::ReleaseFile| {
+        host.join("blobs/sha256")
+            .join(&file.digest["sha256:".len()..])
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !v1.files.iter().all(|file| blob(file).exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cache was not filled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut v2 = v1.clone();
+    v2.number = 2;
+    for file in &v2.files {
+        let _ = std::fs::remove_file(&file.source);
+    }
+    let report = deploy(&env, &targets, &v2, Strategy::AllAtOnce).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    assert_eq!(
+        std::fs::read_to_string(host.join("releases/2/server.py")).unwrap(),
+        common::SERVER_PY
+    );
+    assert_eq!(mode(&host.join("releases/2/bin/tool")), 0o755);
+    assert_eq!(versions(&targets).await, ["v1"]);
+
+    // A cached blob that went bad is not used: it is dropped and uploaded again (which
+    // fails here, the local file being gone), and the host stays as it was.
+    std::fs::write(blob(&v1.files[0]), "garbage").unwrap();
+    let mut v3 = v1.clone();
+    v3.number = 3;
+    let report = deploy(&env, &targets, &v3, Strategy::AllAtOnce).await;
+    let Outcome::Aborted { reason } = &report.outcome else {
+        panic!("{report:#?}")
+    };
+    assert!(reason.contains("cannot open"), "{reason}");
+    assert!(!blob(&v1.files[0]).exists());
+    assert!(!host.join("releases/3.partial").exists());
+    assert_eq!(targets[0].current().await.unwrap(), Some(2));
     stop_all(&targets).await;
 }
