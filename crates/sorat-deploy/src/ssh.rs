@@ -547,12 +547,6 @@ true"#,
                 mode: file.mode,
             });
         }
-        let last = self.last_number().await?;
-        if number <= last {
-            return Err(used(format!(
-                "numbers are never reused and {last} was already used here"
-            )));
-        }
         // Each distinct blob once: one round trip says which the host has (verified again
         // there) and starts the release's partial folder; the missing ones are streamed into
         // it.
@@ -566,10 +560,25 @@ true"#,
         }
         let mut args: Vec<&str> = vec![&number_text];
         args.extend(hexes.iter().copied());
+        // The same round trip checks that the number is unused: above `.last` and every
+        // release folder.
         let present = self
             .run_ok(
                 "cannot verify blobs",
                 r#"N=$1; shift
+l=0
+if [ -f "$R/releases/.last" ]; then
+  l=$(cat "$R/releases/.last")
+  case "$l" in ''|*[!0-9]*) l=0 ;; esac
+fi
+if [ -d "$R/releases" ]; then
+  for d in "$R"/releases/*; do
+    n=${d##*/}
+    case "$n" in ''|*[!0-9]*) continue ;; esac
+    if [ -d "$d" ] && [ "$n" -gt "$l" ]; then l=$n; fi
+  done
+fi
+if [ "$N" -le "$l" ]; then echo "used $l"; exit 0; fi
 P="$R/releases/$N.partial"
 rm -rf "$P"; mkdir -p "$P"
 for H in "$@"; do
@@ -581,6 +590,12 @@ done"#,
                 None,
             )
             .await?;
+        if let Some(last) = present.strip_prefix("used ") {
+            return Err(used(format!(
+                "numbers are never reused and {} was already used here",
+                last.trim()
+            )));
+        }
         let present: Vec<&str> = present.lines().map(str::trim).collect();
         // Manifest lines: hex, mode, where the file comes from (`b` the cache, `u` uploaded
         // to this path, `d` the same content as a file uploaded to another path), path.
@@ -791,13 +806,45 @@ fsync "$R""#,
 
     /// Sets the status in `release.json` of release `number`.
     pub async fn set_status(&self, number: u32, status: ReleaseStatus) -> Result<(), ReleaseError> {
+        // One round trip: the status line of the file Sorat wrote is replaced in place on
+        // the host; a file in another shape is read, changed and written back from here.
+        let word = serde_json::to_value(status)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let number_text = number.to_string();
+        let ran = self
+            .run(
+                "cannot write release.json",
+                r#"f="$R/releases/$1/release.json"
+[ -f "$f" ] || { echo "release $1 has no release.json" >&2; exit 3; }
+sed 's/^\(  "status": \)"[a-z_]*"/\1"'"$2"'"/' "$f" > "$f.tmp"
+if grep -q "^  \"status\": \"$2\"" "$f.tmp"; then mv "$f.tmp" "$f"; else rm -f "$f.tmp"; exit 4; fi"#,
+                &[&number_text, &word],
+                None,
+            )
+            .await?;
+        match ran.code {
+            Some(0) => return Ok(()),
+            Some(4) => {}
+            _ => {
+                return Err(remote_error(
+                    self.name(),
+                    "cannot write release.json",
+                    if ran.stderr.is_empty() {
+                        format!("exited with code {:?}", ran.code)
+                    } else {
+                        ran.stderr
+                    },
+                ));
+            }
+        }
         let mut record = self.record(number).await?;
         record.status = status;
         let json = serde_json::to_string_pretty(&record).map_err(|error| ReleaseError::Record {
             path: PathBuf::from(RELEASE_JSON),
             message: error.to_string(),
         })?;
-        let number_text = number.to_string();
         self.run_ok(
             "cannot write release.json",
             r#"f="$R/releases/$1/release.json"
@@ -839,41 +886,13 @@ mv "$f.tmp" "$f""#,
                 });
             }
         }
-        // The blobs the kept releases use, from their release.json files in one round trip
-        // (the digests are all that is read: `sha256:` and 64 hex digits).
-        let kept: Vec<String> = state
-            .releases
-            .iter()
-            .filter(|n| !doomed.contains(n))
-            .map(u32::to_string)
-            .collect();
-        let kept_args: Vec<&str> = kept.iter().map(String::as_str).collect();
-        let digests = self
-            .run_ok(
-                "cannot read release.json",
-                r#"for n in "$@"; do cat "$R/releases/$n/release.json" 2>/dev/null || true; done"#,
-                &kept_args,
-                None,
-            )
-            .await?;
-        let mut kept_blobs: Vec<String> = Vec::new();
-        for piece in digests.split("sha256:").skip(1) {
-            let hex: String = piece.chars().take(64).collect();
-            if hex.len() == 64
-                && hex.chars().all(|c| c.is_ascii_hexdigit())
-                && !kept_blobs.contains(&hex)
-            {
-                kept_blobs.push(hex);
-            }
-        }
         let doomed_text: Vec<String> = doomed.iter().map(u32::to_string).collect();
-        let keep_text = format!(" {} ", kept_blobs.join(" "));
         let cache_job = format!("{PRELUDE}{CACHE_JOB}");
-        let mut args: Vec<&str> = vec![&cache_job, &keep_text];
+        let mut args: Vec<&str> = vec![&cache_job];
         args.extend(doomed_text.iter().map(String::as_str));
         self.run_ok(
             "cannot prune releases",
-            r#"C=$1; K=$2; shift 2
+            r#"C=$1; shift
 # Files uploaded by earlier deploys go into the cache now, after the deploy, detached
 # from this session, at the lowest CPU and disk priority the host offers.
 for L in "$R"/blobs/sha256/.cache-list.*; do
@@ -889,6 +908,9 @@ for n in "$@"; do
   mv "$R/releases/$n" "$R/releases/.removing-$n-$$"
   rm -rf "$R/releases/.removing-$n-$$"
 done
+# The blobs the kept releases use: every `sha256:<64 hex>` in their release.json files.
+K=" $(cat "$R"/releases/[0-9]*/release.json 2>/dev/null | tr -cs '0-9a-z:' '\n' \
+  | sed -n 's/^sha256:\([0-9a-f]\{64\}\)$/\1/p' | tr '\n' ' ') "
 if [ -d "$R/blobs/sha256" ]; then
   for f in "$R"/blobs/sha256/*; do
     [ -f "$f" ] || continue

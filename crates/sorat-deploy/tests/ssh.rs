@@ -441,3 +441,74 @@ async fn the_next_release_with_the_same_content_is_built_from_the_hosts_cache() 
     assert_eq!(targets[0].current().await.unwrap(), Some(2));
     stop_all(&targets).await;
 }
+
+/// Waits until the host has no cache job left (its files start with `.cache`).
+async fn caches_settled(host: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let busy = std::fs::read_dir(host.join("blobs/sha256")).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|entry| entry.file_name().to_string_lossy().starts_with(".cache"))
+        });
+        if !busy {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a cache job did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Pruning after a deploy keeps `keep_releases` releases and the blobs they use, and only
+/// those: the first release's own content leaves the cache with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_removes_old_releases_and_the_blobs_only_they_used() {
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let targets = ssh_targets(&sshd, &sshd.hosts_dir(), 1);
+    let host = sshd.hosts_dir().join("host0");
+    let mut env = environment(Duration::from_secs(20));
+    env.keep_releases = 2;
+    let blob = |file: &sorat_deploy::ReleaseFile| {
+        host.join("blobs/sha256")
+            .join(&file.digest["sha256:".len()..])
+    };
+    let mut releases = Vec::new();
+    for (number, version) in [(1, "v1"), (2, "v2"), (3, "v3")] {
+        let release = service_release(work.path(), number, version, "ok");
+        let report = deploy(&env, &targets, &release, Strategy::AllAtOnce).await;
+        assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+        caches_settled(&host).await;
+        releases.push(release);
+    }
+    // Prune once more (nothing to remove) so that the last deploy's blobs are in too.
+    targets[0].ssh_host().unwrap().prune(2, &[]).await.unwrap();
+    caches_settled(&host).await;
+    assert_eq!(targets[0].releases().await.unwrap(), [2, 3]);
+    // server.py and MODE are the same in every release; VERSION differs.
+    assert!(
+        !blob(&releases[0].files[1]).exists(),
+        "v1's VERSION was kept"
+    );
+    assert!(blob(&releases[1].files[1]).exists(), "v2's VERSION is gone");
+    assert!(blob(&releases[2].files[1]).exists(), "v3's VERSION is gone");
+    assert!(blob(&releases[2].files[0]).exists(), "server.py is gone");
+    // A number is never used twice on a host, also after its release was pruned.
+    for number in [1, 3] {
+        let mut again = releases[0].clone();
+        again.number = number;
+        let report = deploy(&env, &targets, &again, Strategy::AllAtOnce).await;
+        let Outcome::Aborted { reason } = &report.outcome else {
+            panic!("{report:#?}")
+        };
+        assert!(
+            reason.contains("numbers are never reused and 3 was already used here"),
+            "{reason}"
+        );
+    }
+    assert_eq!(targets[0].current().await.unwrap(), Some(3));
+    stop_all(&targets).await;
+}
