@@ -141,7 +141,62 @@ async fn carry_out(
         }
         other => other,
     };
-    executor.execute(&options.name, &dir, op).await
+    let prune = matches!(op, HostOp::Prune { .. });
+    let result = executor.execute(&options.name, &dir, op).await;
+    if prune && result.is_ok() {
+        let cache = options.data_dir.join("deploy-blobs");
+        let host = dir.clone();
+        let removed = tokio::task::spawn_blocking(move || prune_cache(&cache, &host, CACHE_GRACE))
+            .await
+            .unwrap_or_default();
+        if removed > 0 {
+            tracing::debug!(dir = %dir.display(), removed, "deploy blobs removed from the cache");
+        }
+    }
+    result
+}
+
+/// How long a cached blob no release of the pruned folder uses stays (another folder's
+/// deploy may be using it).
+const CACHE_GRACE: Duration = Duration::from_secs(600);
+
+/// After a prune of `host`'s releases: removes the cached blobs that none of its releases
+/// uses and that were not written for `grace` (a cache miss costs a download, nothing
+/// else: release files are copies). Returns how many were removed.
+fn prune_cache(cache: &Path, host: &Path, grace: Duration) -> usize {
+    let folder = sorat_deploy::Host::new("", host);
+    let mut used: Vec<String> = Vec::new();
+    for number in folder.releases().unwrap_or_default() {
+        if let Ok(record) = folder.record(number) {
+            used.extend(
+                record
+                    .files
+                    .iter()
+                    .filter_map(|file| file.digest.strip_prefix("sha256:"))
+                    .map(str::to_owned),
+            );
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let hex = name.strip_suffix(".partial").unwrap_or(&name);
+        if used.iter().any(|digest| digest == hex) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .is_ok_and(|modified| now.duration_since(modified).unwrap_or_default() >= grace);
+        if old && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The blob `digest` in the local cache, downloaded from the server when missing and checked
@@ -214,4 +269,69 @@ async fn verified(path: &Path, digest: &str) -> bool {
     tokio::task::spawn_blocking(move || sha256_file(&path).is_ok_and(|actual| actual == digest))
         .await
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_what_the_folders_releases_use_and_what_is_recent() {
+        let temp = tempfile::tempdir().unwrap();
+        let cache = temp.path().join("deploy-blobs");
+        std::fs::create_dir_all(&cache).unwrap();
+        let host_dir = temp.path().join("host");
+        let source = temp.path().join("app.py");
+        std::fs::write(&source, "print('hi')").unwrap();
+        let digest = sorat_deploy::digest_file(&source).unwrap();
+        sorat_deploy::Host::new("h", &host_dir)
+            .prepare(
+                1,
+                &sorat_deploy::ReleaseMeta {
+                    artifact: "app@1".to_owned(),
+                    digest: digest.clone(),
+                    who: "test".to_owned(),
+                    config: None,
+                },
+                &[sorat_deploy::ReleaseFile {
+                    path: "app.py".into(),
+                    source,
+                    mode: 0o644,
+                    digest: digest.clone(),
+                }],
+            )
+            .unwrap();
+        let used = digest.strip_prefix("sha256:").unwrap().to_owned();
+        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        let put = |name: &str, old: bool| {
+            let path = cache.join(name);
+            std::fs::write(&path, name).unwrap();
+            if old {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(an_hour_ago)
+                    .unwrap();
+            }
+        };
+        let unused_old = "ab".repeat(32);
+        let unused_new = "cd".repeat(32);
+        put(&used, true);
+        put(&unused_old, true);
+        put(&unused_new, false);
+        put(&format!("{}.partial", "ef".repeat(32)), true);
+        assert_eq!(prune_cache(&cache, &host_dir, Duration::from_secs(600)), 2);
+        let mut left: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut expected = vec![used, unused_new];
+        expected.sort();
+        assert_eq!(left, expected);
+    }
 }

@@ -10,8 +10,8 @@
 //! Files go to a host once. A file whose blob the host lacks is streamed straight into the
 //! new release's folder (the local file is ssh's stdin as it is), fsynced, then hashed on
 //! the host (OpenSSL when present, else coreutils); a digest that differs removes the
-//! partial release and fails the prepare. Once the release is complete, a detached job on
-//! the host copies each uploaded file into the cache, `blobs/sha256/<hex>`, hashing the copy
+//! partial release and fails the prepare. After a successful deploy, the prune starts a
+//! detached, low-priority job on the host that copies each uploaded file into the cache, `blobs/sha256/<hex>`, hashing the copy
 //! again before renaming it there; the copy is off the deploy's path, and a later release
 //! with the same content is built from the cache. Files built from the cache are copies
 //! (`cp --reflink=auto`), so a service that writes to its files cannot damage the cache, and a

@@ -956,8 +956,14 @@ pub async fn deploy(
             format!("environment `{name}` is being deployed or rolled back"),
         )
     })?;
-    // The files, staged once by digest.
-    let staging = state.config.server.data.join("deploy-staging");
+    // The files, staged once by digest, per environment (its deploys run one at a time);
+    // after the deploy only this artifact's files stay, for the next deploy of it.
+    let staging = state
+        .config
+        .server
+        .data
+        .join("deploy-staging")
+        .join(&environment.config.name);
     tokio::fs::create_dir_all(&staging)
         .await
         .map_err(|error| ApiError::internal(format!("{}: {error}", staging.display())))?;
@@ -1009,6 +1015,7 @@ pub async fn deploy(
         strategy,
     )
     .await;
+    prune_staging(&staging, &spec.files).await;
     record(
         &state,
         &report,
@@ -1024,6 +1031,23 @@ pub async fn deploy(
         StatusCode::CONFLICT
     };
     Ok((status, Json(report_json(&report))).into_response())
+}
+
+/// Removes what an environment's staging folder holds besides `keep` (earlier artifacts'
+/// files, partial copies).
+async fn prune_staging(staging: &std::path::Path, keep: &[ReleaseFile]) {
+    let Ok(mut entries) = tokio::fs::read_dir(staging).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        if keep.iter().any(|file| file.source == path) {
+            continue;
+        }
+        if let Err(error) = tokio::fs::remove_file(&path).await {
+            tracing::warn!(path = %path.display(), %error, "cannot remove a staged file");
+        }
+    }
 }
 
 /// The body of a rollback.

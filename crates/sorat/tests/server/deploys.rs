@@ -111,6 +111,13 @@ fn deploy_roll_back_and_refuse_what_does_not_verify() {
     for port in &ports {
         assert_eq!(version_on(*port).as_deref(), Some("2"));
     }
+    // The staging folder keeps only the files of the artifact deployed last.
+    let staged = walk(&temp.path().join("data/deploy-staging/staging")).len();
+    let (code, artifact) = admin.get("/api/v1/artifacts/app/2");
+    assert_eq!(code, 200, "{artifact}");
+    let files_of_2 = artifact["files"].as_array().map_or(0, Vec::len);
+    assert!(files_of_2 > 0);
+    assert_eq!(staged, files_of_2, "staged files besides app@2's");
 
     // A release whose service exits at once: the first host goes back to 2, the others are
     // never switched, and the command says so with exit 1.
