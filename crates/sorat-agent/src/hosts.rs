@@ -34,15 +34,64 @@ pub(crate) async fn serve(
 ) {
     let (lines, mut receiver) = tokio::sync::mpsc::channel(1024);
     let executor = Arc::new(HostExecutor::new(Some(lines)));
+    // The services' lines go to the agent's log and, in batches, to the server, which puts
+    // them in their environments' logs.
+    let forward = (Arc::clone(&options), client.clone());
     tokio::spawn(async move {
-        while let Some(line) = receiver.recv().await {
-            tracing::info!(
-                target: "sorat::service",
-                host = %line.host,
-                release = line.release,
-                "{}",
-                line.line
-            );
+        let (options, client) = forward;
+        let mut batch: Vec<Value> = Vec::new();
+        let mut warned = false;
+        while let Some(first) = receiver.recv().await {
+            let deadline = tokio::time::Instant::now() + LINE_BATCH_WAIT;
+            let mut next = Some(first);
+            while let Some(line) = next.take() {
+                tracing::info!(
+                    target: "sorat::service",
+                    host = %line.host,
+                    release = line.release,
+                    "{}",
+                    line.line
+                );
+                batch.push(json!({
+                    "host": line.host,
+                    "release": line.release,
+                    "stream": match line.stream {
+                        sorat_deploy::Stream::Stdout => "stdout",
+                        sorat_deploy::Stream::Stderr => "stderr",
+                    },
+                    "line": line.line,
+                }));
+                if batch.len() < LINE_BATCH {
+                    next = tokio::time::timeout_at(deadline, receiver.recv())
+                        .await
+                        .ok()
+                        .flatten();
+                }
+            }
+            let sent = client
+                .post(format!("{}/api/v1/agent/lines", options.server))
+                .bearer_auth(&options.token)
+                .timeout(Duration::from_secs(10))
+                .json(&json!({ "name": options.name, "lines": batch }))
+                .send()
+                .await
+                .map_err(|error| error.to_string())
+                .and_then(|response| {
+                    if response.status().is_success() {
+                        Ok(())
+                    } else {
+                        Err(format!("HTTP {}", response.status().as_u16()))
+                    }
+                });
+            match sent {
+                Ok(()) => warned = false,
+                Err(error) if !warned => {
+                    warned = true;
+                    tracing::warn!(%error, "cannot send the services' lines to the server; they stay in this log");
+                }
+                Err(_) => {}
+            }
+            batch.clear();
         }
     });
     let mut backoff = Duration::from_millis(100);
@@ -155,6 +204,11 @@ async fn carry_out(
     }
     result
 }
+
+/// At most this many service lines go to the server in one request...
+const LINE_BATCH: usize = 500;
+/// ...gathered for at most this long after the first.
+const LINE_BATCH_WAIT: Duration = Duration::from_millis(200);
 
 /// How long a cached blob no release of the pruned folder uses stays (another folder's
 /// deploy may be using it).

@@ -100,6 +100,9 @@ pub enum HostOp {
         port: u16,
         /// How long the old one may take to stop.
         stop_grace_ms: u64,
+        /// The target's name, which the service's lines carry (default: the agent's name).
+        #[serde(default)]
+        host: Option<String>,
     },
     /// Stops the service.
     Stop {
@@ -299,6 +302,7 @@ impl AgentHost {
                 env: service.env.clone(),
                 port,
                 stop_grace_ms: service.stop_grace.as_millis() as u64,
+                host: Some(self.name().to_owned()),
             },
         )
         .await?;
@@ -509,13 +513,14 @@ impl HostExecutor {
                 env,
                 port,
                 stop_grace_ms,
+                host: target_name,
             } => {
                 let mut services = self.services.lock().await;
                 if let Some(old) = services.remove(dir) {
                     old.stop(Duration::from_millis(stop_grace_ms)).await;
                 }
                 let spec = ServiceSpec {
-                    host: name.to_owned(),
+                    host: target_name.unwrap_or_else(|| name.to_owned()),
                     release: number,
                     command,
                     working_dir: host.current_path(),

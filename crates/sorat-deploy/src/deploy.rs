@@ -328,6 +328,22 @@ impl Target {
         }
     }
 
+    /// The agent's host, for an agent target.
+    pub fn agent_host(&self) -> Option<&Arc<AgentHost>> {
+        match &self.place {
+            Place::Agent(host) => Some(host),
+            Place::Local(_) | Place::Ssh(_) => None,
+        }
+    }
+
+    /// Hands a line its service wrote elsewhere (an agent's host) to where this target's
+    /// lines go; false when they go nowhere or that queue is full (the line is dropped).
+    pub fn send_line(&self, line: ServiceLine) -> bool {
+        self.lines
+            .as_ref()
+            .is_some_and(|lines| lines.try_send(line).is_ok())
+    }
+
     /// The SSH host, for an SSH target.
     pub fn ssh_host(&self) -> Option<&Arc<SshHost>> {
         match &self.place {

@@ -216,3 +216,88 @@ pub async fn answer(
     let _ = sender.send(result);
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// One line an agent's service wrote.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLine {
+    /// The target's name (as the server named it when it started the service).
+    pub host: String,
+    /// The release.
+    pub release: u32,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The line.
+    pub line: String,
+}
+
+/// Lines from an agent's services.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLines {
+    /// The agent's name.
+    pub name: String,
+    /// The lines, in order (at most 1000).
+    pub lines: Vec<AgentLine>,
+}
+
+/// `POST /api/v1/agent/lines`: what the services an agent supervises wrote, into their
+/// environments' logs; lines of a host no agent target of this agent has are counted as
+/// ignored.
+pub async fn lines(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(batch): Json<AgentLines>,
+) -> ApiResult<Json<Value>> {
+    caller.require_agent()?;
+    if batch.lines.len() > 1000 {
+        return Err(ApiError::field(
+            "lines",
+            format!("at most 1000 lines at once, not {}", batch.lines.len()),
+        ));
+    }
+    let labels: Vec<String> = state
+        .online_agents()
+        .into_iter()
+        .find(|agent| agent.name == batch.name)
+        .map(|agent| agent.labels)
+        .unwrap_or_default();
+    let (mut accepted, mut ignored) = (0usize, 0usize);
+    for line in batch.lines {
+        let stream = match line.stream.as_str() {
+            "stdout" => sorat_deploy::Stream::Stdout,
+            "stderr" => sorat_deploy::Stream::Stderr,
+            other => {
+                return Err(ApiError::field(
+                    "lines[].stream",
+                    format!("`stdout` or `stderr`, not `{other}`"),
+                ));
+            }
+        };
+        // The agent target of that name that this agent serves (its labels are the agent's).
+        let target = state
+            .environments
+            .values()
+            .flat_map(|environment| environment.targets.iter())
+            .find(|target| {
+                target.name() == line.host
+                    && target.agent_host().is_some_and(|host| {
+                        host.labels().iter().all(|label| labels.contains(label))
+                    })
+            });
+        let sent = target.is_some_and(|target| {
+            target.send_line(sorat_deploy::ServiceLine {
+                host: line.host,
+                release: line.release,
+                stream,
+                line: line.line,
+            })
+        });
+        if sent {
+            accepted += 1;
+        } else {
+            ignored += 1;
+        }
+    }
+    Ok(Json(json!({ "accepted": accepted, "ignored": ignored })))
+}

@@ -474,7 +474,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/agent/jobs/{id}/steps", post(agents::steps))
         .route("/api/v1/agent/jobs/{id}/finish", post(agents::finish))
         .route("/api/v1/agent/ops", post(hostops::take))
-        .route("/api/v1/agent/ops/{id}", post(hostops::answer));
+        .route("/api/v1/agent/ops/{id}", post(hostops::answer))
+        .route("/api/v1/agent/lines", post(hostops::lines));
     let mut authenticated = Router::new()
         .route("/api/v1/projects", get(api::projects))
         .route("/api/v1/projects/{name}", get(api::project))

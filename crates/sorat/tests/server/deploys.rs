@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::support::{ADMIN, Api, Server, free_port};
@@ -682,6 +682,67 @@ fn deploys_through_an_agent_chosen_by_label() {
     let (code, table) = sorat(&["releases", "fleet"]);
     assert_eq!(code, Some(0), "{table}");
     assert!(table.contains("*   1 app@1"), "{table}");
+
+    // What the services wrote on the agent's host reaches the environment's log, tagged
+    // with the target's name and the release.
+    let started = Instant::now();
+    let lines = loop {
+        let (_, logs) = admin.get("/api/v1/environments/fleet/logs");
+        let lines = logs["lines"].as_array().cloned().unwrap_or_default();
+        let complete = [1, 2].iter().all(|release| {
+            lines.iter().any(|line| {
+                line["host"] == "web-a"
+                    && line["release"] == *release
+                    && line["stream"] == "stdout"
+                    && line["line"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .starts_with(&format!("serving version {release} on {port}"))
+            })
+        });
+        if complete || started.elapsed() > Duration::from_secs(10) {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        lines.iter().any(|line| line["release"] == 2),
+        "{lines:#?}\n{}",
+        server.log_text()
+    );
+    assert!(lines.iter().any(|line| line["release"] == 1), "{lines:#?}");
+    // Only agents send lines, in the documented shape.
+    let agent = server.client(&server.token("another-agent", "agent"));
+    let (status, body) = admin.post(
+        "/api/v1/agent/lines",
+        json!({ "name": "web-a", "lines": [] }),
+    );
+    assert_eq!(status, 403, "{body}");
+    let line =
+        |stream: &str| json!({ "host": "web-a", "release": 1, "stream": stream, "line": "x" });
+    let (status, body) = agent.post(
+        "/api/v1/agent/lines",
+        json!({ "name": "web-a", "lines": [line("stdin")] }),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("`stdout` or `stderr`"), "{body}");
+    let many: Vec<Value> = (0..1001).map(|_| line("stdout")).collect();
+    let (status, body) = agent.post(
+        "/api/v1/agent/lines",
+        json!({ "name": "web-a", "lines": many }),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = agent.post(
+        "/api/v1/agent/lines",
+        json!({ "name": "web-a", "lines": [line("stdout")], "extra": 1 }),
+    );
+    assert_eq!(status, 422, "{body}");
+    // A host no agent target of that agent has: counted, not kept.
+    let (status, body) = agent.post(
+        "/api/v1/agent/lines",
+        json!({ "name": "web-a", "lines": [{ "host": "nobody", "release": 1, "stream": "stdout", "line": "x" }] }),
+    );
+    assert_eq!((status, body["ignored"].as_u64()), (200, Some(1)), "{body}");
 
     // No agent has the labels: the deploy is refused, saying so, and nothing changes.
     let (status, body) = admin.post(
