@@ -666,32 +666,46 @@ impl Target {
         release: u32,
     ) -> Result<(watch::Receiver<ServiceState>, u16, bool), String> {
         let (slots, host) = self.slotted()?;
-        let mut state = slots.state.lock().await;
-        if let Some(old) = state.preview.take() {
-            if old.release == release
-                && matches!(old.supervisor.state(), ServiceState::Running { .. })
+        // What occupies the idle slot is reused when it is this release and runs, otherwise
+        // stopped, outside the lock (a stop may take the grace period, and readers of the
+        // slots' state should not wait for it).
+        let (reused, doomed) = {
+            let mut state = slots.state.lock().await;
+            state.generation += 1;
+            let mut reused = None;
+            let mut doomed = Vec::new();
+            for occupant in [state.preview.take(), state.standby.take()]
+                .into_iter()
+                .flatten()
             {
-                let started = (old.supervisor.watch(), slots.config.ports[old.slot], true);
-                state.preview = Some(old);
-                return Ok(started);
+                if reused.is_none()
+                    && occupant.release == release
+                    && matches!(occupant.supervisor.state(), ServiceState::Running { .. })
+                {
+                    reused = Some(occupant);
+                } else {
+                    doomed.push(occupant);
+                }
             }
-            old.supervisor.stop(env.service.stop_grace).await;
-        }
-        state.generation += 1;
-        if let Some(standby) = state.standby.take() {
-            if standby.release == release
-                && matches!(standby.supervisor.state(), ServiceState::Running { .. })
-            {
+            if let Some(occupant) = reused {
                 let started = (
-                    standby.supervisor.watch(),
-                    slots.config.ports[standby.slot],
+                    occupant.supervisor.watch(),
+                    slots.config.ports[occupant.slot],
                     true,
                 );
-                state.preview = Some(standby);
-                return Ok(started);
+                state.preview = Some(occupant);
+                (Some(started), doomed)
+            } else {
+                (None, doomed)
             }
-            standby.supervisor.stop(env.service.stop_grace).await;
+        };
+        for occupant in doomed {
+            occupant.supervisor.stop(env.service.stop_grace).await;
         }
+        if let Some(started) = reused {
+            return Ok(started);
+        }
+        let mut state = slots.state.lock().await;
         let slot = state.active.map_or(0, |active| 1 - active);
         let port = slots.config.ports[slot];
         let mut service_env = env.service.env.clone();
