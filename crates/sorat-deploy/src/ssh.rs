@@ -68,6 +68,8 @@ pub struct SshTarget {
 #[derive(Debug)]
 pub struct SshHost {
     target: SshTarget,
+    /// The size past which the service's log is moved to `log.1` once read.
+    log_limit: u64,
     /// The connection and when it was last used.
     session: Mutex<Option<(Arc<Session>, std::time::Instant)>>,
 }
@@ -193,8 +195,15 @@ impl SshHost {
     pub fn new(target: SshTarget) -> SshHost {
         SshHost {
             target,
+            log_limit: LOG_LIMIT,
             session: Mutex::new(None),
         }
+    }
+
+    /// Moves the service's log to `log.1` past `bytes` (default 16 MiB) instead.
+    pub fn with_log_limit(mut self, bytes: u64) -> SshHost {
+        self.log_limit = bytes.max(1);
+        self
     }
 
     /// The host's name.
@@ -1222,6 +1231,13 @@ async fn poll_state(host: Arc<SshHost>, sender: watch::Sender<ServiceState>) {
     }
 }
 
+/// The most of the service's log read in one poll.
+const LOG_CHUNK: i64 = 1024 * 1024;
+
+/// The size past which the service's log on a host is moved to `log.1` (the one before is
+/// dropped) once Sorat has read it.
+const LOG_LIMIT: u64 = 16 * 1024 * 1024;
+
 /// Follows the service's log on the host and sends its lines (tagged with the host and
 /// release; stdout and stderr share the file, so lines are marked stdout). It reads what was
 /// appended every second with a short command — no command stays open on the host, so the
@@ -1231,31 +1247,46 @@ async fn tail_log(host: Arc<SshHost>, release: u32, lines: mpsc::Sender<ServiceL
     let mut offset: i64 = from;
     let mut pending: Vec<u8> = Vec::new();
     loop {
+        let mut behind = false;
         let offset_text = offset.to_string();
         let read = host
             .run(
                 "cannot read the service's log",
                 r#"f="$R/service/log"
-[ -f "$f" ] || { echo 0; exit 0; }
+[ -f "$f" ] || { echo "0 0"; exit 0; }
 size=$(wc -c < "$f")
 o=$1
-if [ "$o" -lt 0 ]; then echo "$size"; exit 0; fi
+if [ "$o" -lt 0 ]; then echo "$size 0"; exit 0; fi
 if [ "$size" -lt "$o" ]; then o=0; fi
-echo "$o"
-tail -c +$((o + 1)) "$f" | head -c 1048576"#,
-                &[&offset_text],
+# Everything read and the file past its limit: it goes to log.1 and starts over (what
+# the service writes between the copy and the truncation, a few milliseconds, is lost).
+if [ "$o" -eq "$size" ] && [ "$size" -gt "$2" ]; then
+  cp "$f" "$f.1" && : > "$f" && { echo "0 0"; exit 0; }
+fi
+# The bytes from o to the size measured above: the file only grows meanwhile.
+n=$((size - o)); [ "$n" -gt "$3" ] && n=$3
+echo "$o $n"
+tail -c +$((o + 1)) "$f" | head -c "$n""#,
+                &[
+                    &offset_text,
+                    &host.log_limit.to_string(),
+                    &LOG_CHUNK.to_string(),
+                ],
                 None,
             )
             .await;
         if let Ok(ran) = read
             && ran.code == Some(0)
             && let Some((first, rest)) = ran.stdout.split_once('\n')
-            && let Ok(start) = first.trim().parse::<i64>()
+            && let Some((start, count)) = first.trim().split_once(' ')
+            && let (Ok(start), Ok(count)) = (start.parse::<i64>(), count.parse::<i64>())
         {
             if start != offset && offset >= 0 {
                 pending.clear();
             }
-            offset = start + rest.len() as i64;
+            // Counted in the file's bytes (the text here may hold replacement characters).
+            offset = start + count;
+            behind = count >= LOG_CHUNK;
             pending.extend_from_slice(rest.as_bytes());
             while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
@@ -1278,6 +1309,9 @@ tail -c +$((o + 1)) "$f" | head -c 1048576"#,
         if lines.is_closed() {
             return;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A full chunk means more is waiting: read on at once.
+        if !behind {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }

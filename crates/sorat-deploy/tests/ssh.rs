@@ -512,3 +512,66 @@ async fn pruning_removes_old_releases_and_the_blobs_only_they_used() {
     assert_eq!(targets[0].current().await.unwrap(), Some(3));
     stop_all(&targets).await;
 }
+
+/// A service that writes a lot at once: every line reaches Sorat, in order (the log is read
+/// in chunks, without waiting between full ones), and once read, a log past its limit moves
+/// to `log.1` and starts over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_log_is_read_in_full_and_rotated_past_its_limit() {
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let host = sshd.hosts_dir().join("chatty");
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(100_000);
+    let targets = vec![
+        Target::ssh(
+            SshHost::new(sshd.target("chatty", &host)).with_log_limit(64 * 1024),
+            free_port(),
+        )
+        .with_lines(sender),
+    ];
+    let mut env = environment(Duration::from_secs(20));
+    env.service.command = r#"python3 -c 'for i in range(3000): print("line %d %s" % (i, "x" * 80))'; exec python3 server.py"#.to_owned();
+    let report = deploy(
+        &env,
+        &targets,
+        &service_release(work.path(), 1, "v1", "ok"),
+        Strategy::AllAtOnce,
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    let mut numbers = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while numbers.len() < 3000 {
+        let Ok(Some(line)) = tokio::time::timeout_at(deadline, receiver.recv()).await else {
+            break;
+        };
+        if let Some(rest) = line.line.strip_prefix("line ") {
+            numbers.push(rest.split(' ').next().unwrap().parse::<u32>().unwrap());
+        }
+    }
+    assert_eq!(numbers, (0..3000).collect::<Vec<u32>>());
+    let log = host.join("service/log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !host.join("service/log.1").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was not rotated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rotated = std::fs::read_to_string(host.join("service/log.1")).unwrap();
+    assert!(rotated.contains("line 2999 "), "log.1 holds what was read");
+    assert!(std::fs::metadata(&log).unwrap().len() < 64 * 1024);
+    // What the service writes after the rotation still arrives.
+    let _ = get(targets[0].port(), "/after-rotation").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut after = false;
+    while !after {
+        let Ok(Some(line)) = tokio::time::timeout_at(deadline, receiver.recv()).await else {
+            break;
+        };
+        after = line.line.contains("GET /after-rotation");
+    }
+    assert!(after, "no line arrived after the rotation");
+    stop_all(&targets).await;
+}
