@@ -91,6 +91,17 @@ struct Ran {
     code: Option<i32>,
 }
 
+impl Ran {
+    /// Why the command failed: what it wrote to stderr, else its exit code.
+    fn failure(self) -> String {
+        if self.stderr.is_empty() {
+            format!("exited with code {:?}", self.code)
+        } else {
+            self.stderr
+        }
+    }
+}
+
 /// `sh -c` prefix shared by every remote script: fail on the first error, `R` is the root;
 /// `hash FILE` prints a file's SHA-256 in hex (OpenSSL's when the host has it: it uses the
 /// CPU's SHA instructions, coreutils' does not); `fsync PATH...` makes what was written
@@ -734,15 +745,7 @@ trap - EXIT"#,
                 actual,
             });
         }
-        Err(remote_error(
-            self.name(),
-            "cannot upload",
-            if ran.stderr.is_empty() {
-                format!("exited with code {:?}", ran.code)
-            } else {
-                ran.stderr
-            },
-        ))
+        Err(remote_error(self.name(), "cannot upload", ran.failure()))
     }
 
     /// Points `current` at release `number` (a new symlink renamed over it).
@@ -840,11 +843,7 @@ if grep -q "^  \"status\": \"$2\"" "$f.tmp"; then mv "$f.tmp" "$f"; else rm -f "
                 return Err(remote_error(
                     self.name(),
                     "cannot write release.json",
-                    if ran.stderr.is_empty() {
-                        format!("exited with code {:?}", ran.code)
-                    } else {
-                        ran.stderr
-                    },
+                    ran.failure(),
                 ));
             }
         }

@@ -118,6 +118,24 @@ fn load(ports: Vec<u16>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Waits until the error ratio has a value: Prometheus scrapes about five seconds after it
+/// starts, and a rate needs two scrapes.
+async fn wait_for_scrapes(source: &Arc<dyn MetricsSource>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Ok(QueryResult::Vector(samples)) = source.query(ERROR_RATIO).await
+            && !samples.is_empty()
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Prometheus did not scrape the services"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn error_ratio_analysis(source: &Arc<dyn MetricsSource>) -> Arc<AnalysisStep> {
     let metric = Metric::new("error-ratio", ERROR_RATIO)
         .with_initial_delay(Duration::from_secs(5))
@@ -152,20 +170,7 @@ async fn canary_analysis_and_bake_window_against_a_real_prometheus() {
     let report = deploy(&env, &targets, &v1, Strategy::AllAtOnce).await;
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
     let traffic = load(ports.clone());
-    // Prometheus scrapes about five seconds after it starts; a rate needs two scrapes.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Ok(QueryResult::Vector(samples)) = source.query(ERROR_RATIO).await
-            && !samples.is_empty()
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Prometheus did not scrape the services"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_for_scrapes(&source).await;
     let analysis = error_ratio_analysis(&source);
     let canary = Strategy::Canary {
         steps: vec![
@@ -360,19 +365,7 @@ async fn blue_green_pre_promotion_analysis_against_a_real_prometheus() {
     // Whatever the strategy, a slotted target's release starts in a slot and is switched to.
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
     let traffic = load(slots.to_vec());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Ok(QueryResult::Vector(samples)) = source.query(ERROR_RATIO).await
-            && !samples.is_empty()
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Prometheus did not scrape the services"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_for_scrapes(&source).await;
     let blue_green = Strategy::BlueGreen {
         pre_promotion: Some(error_ratio_analysis(&source)),
         auto_promote: true,

@@ -51,8 +51,8 @@ pub(crate) struct DecideArgs {
     client: ClientArgs,
 }
 
-/// `sorat promote ENV` / `sorat abort ENV`: answers a deploy paused on an inconclusive
-/// analysis.
+/// `sorat promote ENV` / `sorat abort ENV`: answers a paused deploy (an inconclusive
+/// analysis, or a blue-green release waiting to be promoted).
 pub(crate) fn decide(args: DecideArgs, promote: bool) -> u8 {
     let path = format!(
         "/api/v1/environments/{}/{}",

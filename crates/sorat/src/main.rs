@@ -66,9 +66,10 @@ enum Command {
     Releases(deploy::ReleasesArgs),
     /// Approve a deployment job that waits for its environment's approval.
     Approve(deploy::ApproveArgs),
-    /// Let a deploy paused on an inconclusive analysis go on.
+    /// Let a paused deploy go on: one whose analysis was inconclusive, or a blue-green one
+    /// waiting to switch traffic (`auto_promote: false`).
     Promote(deploy::DecideArgs),
-    /// Roll back a deploy paused on an inconclusive analysis.
+    /// Stop a paused deploy: roll it back, or stop the blue-green release never switched to.
     Abort(deploy::DecideArgs),
     /// The artifact repository of a server: list, download, verify.
     Artifacts {
