@@ -184,6 +184,9 @@ pub enum TargetPlace {
         labels: Vec<String>,
         /// The folder on that host.
         dir: String,
+        /// `slots: [PORT, PORT]`: as for `local`, under `blue-green` (the agent runs the
+        /// router).
+        slots: Option<[u16; 2]>,
     },
 }
 
@@ -770,6 +773,7 @@ impl Loader<'_> {
             let labels = reader.get("labels");
             let dir = reader.get("dir");
             let port = reader.get("port");
+            let slots_node = reader.get("slots");
             reader.finish(self.diagnostics);
             let (Some(labels), Some(dir), Some(port)) = (labels, dir, port) else {
                 self.error(
@@ -795,12 +799,21 @@ impl Loader<'_> {
                 return None;
             }
             let port_value = self.port(port, "`port`")?;
+            // Ports of agent targets are on their own hosts: checked among themselves only.
+            let slots = match slots_node {
+                Some(node) => {
+                    let mut own = vec![(port_value, port.span)];
+                    Some(self.slots(node, &mut own)?)
+                }
+                None => None,
+            };
             return Some(TargetConfig {
                 name,
                 port: port_value,
                 place: TargetPlace::Agent {
                     labels,
                     dir: dir_text,
+                    slots,
                 },
             });
         }
@@ -1305,18 +1318,19 @@ impl Loader<'_> {
         let mut fine = true;
         for (host, span) in hosts.iter().zip(host_spans) {
             match &host.place {
-                TargetPlace::Local { slots: Some(_), .. } => {}
-                TargetPlace::Local { slots: None, .. } => {
+                TargetPlace::Local { slots: Some(_), .. }
+                | TargetPlace::Agent { slots: Some(_), .. } => {}
+                TargetPlace::Local { slots: None, .. } | TargetPlace::Agent { slots: None, .. } => {
                     self.error(
                         *span,
                         "blue-green needs `slots: [PORT, PORT]` on this target: the two ports its releases take turns on while Sorat's router serves `port`",
                     );
                     fine = false;
                 }
-                TargetPlace::Ssh(_) | TargetPlace::Agent { .. } => {
+                TargetPlace::Ssh(_) => {
                     self.error(
                         *span,
-                        "blue-green needs Sorat's router next to the service, which only `local` targets have so far; use `rolling` or `canary` for `ssh` and `agent` targets",
+                        "blue-green needs Sorat's router next to the service, which `local` and `agent` targets have and `ssh` targets do not; use `rolling` or `canary` here, or an agent on the host",
                     );
                     fine = false;
                 }
@@ -1942,7 +1956,7 @@ mod tests {
             ),
             (
                 "    targets: [ { ssh: { host: h, dir: d, port: 9001 } } ]\n    strategy: blue-green\n",
-                "8:16: blue-green needs Sorat's router next to the service",
+                "8:16: blue-green needs Sorat's router next to the service, which `local` and `agent` targets have",
             ),
             (
                 "    targets: [ { local: { dir: a, port: 9001, slots: [9101] } } ]\n",
@@ -2003,14 +2017,15 @@ mod tests {
         // The same service port on another host is fine; defaults apply.
         assert_eq!(production.hosts[1].port, 9001);
         let (config, messages) = load_text(
-            "environments:\n  fleet:\n    targets:\n      - agent: { labels: [web, eu], dir: /srv/web, port: 8080 }\n    service: { command: ./server }\n",
+            "environments:\n  fleet:\n    targets:\n      - agent: { labels: [web, eu], dir: /srv/web, port: 8080, slots: [8081, 8082] }\n    service: { command: ./server }\n",
         );
         assert!(messages.is_empty(), "{messages:?}");
         assert_eq!(
             config.unwrap().environments[0].hosts[0].place,
             TargetPlace::Agent {
                 labels: vec!["web".to_owned(), "eu".to_owned()],
-                dir: "/srv/web".to_owned()
+                dir: "/srv/web".to_owned(),
+                slots: Some([8081, 8082]),
             }
         );
         let TargetPlace::Ssh(third) = &production.hosts[2].place else {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc, watch};
 
-use crate::deploy::ServiceConfig;
+use crate::deploy::{BlueGreenSlots, Environment, ServiceConfig, Target};
 use crate::health::{Probe, ProbeTarget};
 use crate::release::{
     Host, ReleaseConfig, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord, ReleaseStatus,
@@ -111,6 +111,40 @@ pub enum HostOp {
     },
     /// The service's state (`null` when none is supervised).
     ServiceState,
+    /// Blue-green: starts release `number` in the folder's idle slot (the release kept
+    /// there is reused when it is this one) and waits for its health check there, on the
+    /// host; the agent keeps the slots and their router for the folder.
+    SlotReady {
+        /// The release.
+        number: u32,
+        /// Its command.
+        command: String,
+        /// Its environment.
+        env: Vec<(String, String)>,
+        /// How long a stopped service may take.
+        stop_grace_ms: u64,
+        /// The target's name, which the service's lines carry.
+        host: String,
+        /// The port the router serves.
+        port: u16,
+        /// The two slots' ports.
+        slots: [u16; 2],
+        /// The router's address.
+        listen: std::net::IpAddr,
+        /// How long the release that served keeps running after a switch.
+        scale_down_delay_ms: u64,
+        /// The health check, run on the host against the slot's port.
+        health: crate::health::HealthCheck,
+    },
+    /// Blue-green: switches the router (and `current`) to the slot running `number`.
+    SlotPromote {
+        /// The release.
+        number: u32,
+    },
+    /// Blue-green: stops a release started in a slot and never switched to.
+    SlotDiscard,
+    /// Blue-green: which slot serves which release, and which one is kept.
+    Slots,
     /// One attempt of a probe against the service, on the host.
     Probe {
         /// What to check.
@@ -368,6 +402,68 @@ impl AgentHost {
         self.decode("cannot stop the service", value)
     }
 
+    /// Blue-green: the agent starts `number` in the folder's idle slot and waits for its
+    /// health check there, on the host.
+    pub(crate) async fn slot_ready(
+        &self,
+        env: &Environment,
+        number: u32,
+        port: u16,
+        slots: &BlueGreenSlots,
+    ) -> Result<(), String> {
+        let op = HostOp::SlotReady {
+            number,
+            command: env.service.command.clone(),
+            env: env.service.env.clone(),
+            stop_grace_ms: env.service.stop_grace.as_millis() as u64,
+            host: self.name.clone(),
+            port,
+            slots: slots.ports,
+            listen: slots.listen,
+            scale_down_delay_ms: slots.scale_down_delay.as_millis() as u64,
+            health: env.health.clone(),
+        };
+        self.channel
+            .call(&self.labels, &self.dir, op)
+            .await
+            .map(drop)
+    }
+
+    /// Blue-green: the agent switches its router (and `current`) to `number`'s slot.
+    pub(crate) async fn slot_promote(&self, number: u32) -> Result<(), String> {
+        self.channel
+            .call(&self.labels, &self.dir, HostOp::SlotPromote { number })
+            .await
+            .map(drop)
+    }
+
+    /// Blue-green: the agent stops a release started in a slot and never switched to.
+    pub(crate) async fn slot_discard(&self) {
+        if let Err(error) = self
+            .channel
+            .call(&self.labels, &self.dir, HostOp::SlotDiscard)
+            .await
+        {
+            tracing::warn!(host = %self.name, %error, "cannot stop the release in the idle slot");
+        }
+    }
+
+    /// Blue-green: the serving and the kept slot (name and release), as the agent says.
+    pub(crate) async fn slots(&self) -> (Option<(String, u32)>, Option<(String, u32)>) {
+        let value = self
+            .channel
+            .call(&self.labels, &self.dir, HostOp::Slots)
+            .await
+            .unwrap_or_default();
+        let read = |part: &Value| {
+            Some((
+                part["slot"].as_str()?.to_owned(),
+                u32::try_from(part["release"].as_u64()?).ok()?,
+            ))
+        };
+        (read(&value["serving"]), read(&value["standby"]))
+    }
+
     /// One attempt of `probe` on the host: `Err((why, timed_out))` when it failed.
     pub async fn probe(
         &self,
@@ -400,11 +496,20 @@ impl AgentHost {
 }
 
 /// The agent's side: carries out operations on its hosts' folders, and supervises their
-/// services (one per folder).
+/// services (one per folder, or two slots and a router for a blue-green folder).
 #[derive(Debug, Default)]
 pub struct HostExecutor {
     services: Mutex<HashMap<PathBuf, Supervisor>>,
+    slotted: Mutex<HashMap<PathBuf, Slotted>>,
     lines: Option<mpsc::Sender<ServiceLine>>,
+}
+
+/// A blue-green folder on the agent's host: a local target with slots, and the environment
+/// its last release was started with.
+#[derive(Debug)]
+struct Slotted {
+    target: Arc<Target>,
+    env: Environment,
 }
 
 fn blocking_error(error: tokio::task::JoinError) -> String {
@@ -416,6 +521,7 @@ impl HostExecutor {
     pub fn new(lines: Option<mpsc::Sender<ServiceLine>>) -> HostExecutor {
         HostExecutor {
             services: Mutex::new(HashMap::new()),
+            slotted: Mutex::new(HashMap::new()),
             lines,
         }
     }
@@ -515,6 +621,11 @@ impl HostExecutor {
                 stop_grace_ms,
                 host: target_name,
             } => {
+                // A folder that ran blue-green gives its slots up for a plain service.
+                let slotted = self.slotted.lock().await.remove(dir);
+                if let Some(old) = slotted {
+                    old.target.stop(Duration::from_millis(stop_grace_ms)).await;
+                }
                 let mut services = self.services.lock().await;
                 if let Some(old) = services.remove(dir) {
                     old.stop(Duration::from_millis(stop_grace_ms)).await;
@@ -534,7 +645,126 @@ impl HostExecutor {
                 );
                 Ok(Value::Null)
             }
+            HostOp::SlotReady {
+                number,
+                command,
+                env,
+                stop_grace_ms,
+                host: target_name,
+                port,
+                slots,
+                listen,
+                scale_down_delay_ms,
+                health,
+            } => {
+                let environment = Environment {
+                    name: String::new(),
+                    service: ServiceConfig {
+                        command,
+                        env,
+                        restart: RestartPolicy::default(),
+                        stop_grace: Duration::from_millis(stop_grace_ms),
+                    },
+                    health,
+                    keep_releases: usize::MAX,
+                    bake: None,
+                    judge: None,
+                };
+                let config = BlueGreenSlots {
+                    ports: slots,
+                    listen,
+                    scale_down_delay: Duration::from_millis(scale_down_delay_ms),
+                };
+                let target = {
+                    let mut slotted = self.slotted.lock().await;
+                    let fits = slotted.get(dir).is_some_and(|known| {
+                        known.target.port() == port
+                            && known.target.name() == target_name
+                            && known.target.slot_config().as_ref() == Some(&config)
+                    });
+                    if !fits {
+                        if let Some(old) = slotted.remove(dir) {
+                            old.target.stop(environment.service.stop_grace).await;
+                        }
+                        // A plain service of this folder makes way for the slots.
+                        if let Some(old) = self.services.lock().await.remove(dir) {
+                            old.stop(environment.service.stop_grace).await;
+                        }
+                        let mut target = Target::new(Host::new(target_name.clone(), dir), port)
+                            .with_slots(config);
+                        if let Some(lines) = &self.lines {
+                            target = target.with_lines(lines.clone());
+                        }
+                        slotted.insert(
+                            dir.to_path_buf(),
+                            Slotted {
+                                target: Arc::new(target),
+                                env: environment.clone(),
+                            },
+                        );
+                    }
+                    let known = slotted.get_mut(dir).ok_or("the folder's slots are gone")?;
+                    known.env = environment.clone();
+                    Arc::clone(&known.target)
+                };
+                let mut timings = Vec::new();
+                crate::deploy::ready_in_slot(
+                    &environment,
+                    &target,
+                    number,
+                    (crate::deploy::Phase::Restart, crate::deploy::Phase::Health),
+                    &mut timings,
+                )
+                .await?;
+                Ok(Value::Null)
+            }
+            HostOp::SlotPromote { number } => {
+                let known = self
+                    .slotted
+                    .lock()
+                    .await
+                    .get(dir)
+                    .map(|known| (Arc::clone(&known.target), known.env.clone()));
+                let (target, environment) =
+                    known.ok_or("this folder has no blue-green slots on this agent")?;
+                target.promote(&environment, number).await?;
+                Ok(Value::Null)
+            }
+            HostOp::SlotDiscard => {
+                let known = self
+                    .slotted
+                    .lock()
+                    .await
+                    .get(dir)
+                    .map(|known| (Arc::clone(&known.target), known.env.service.stop_grace));
+                if let Some((target, grace)) = known {
+                    target.discard_preview(grace).await;
+                }
+                Ok(Value::Null)
+            }
+            HostOp::Slots => {
+                let target = self
+                    .slotted
+                    .lock()
+                    .await
+                    .get(dir)
+                    .map(|known| Arc::clone(&known.target));
+                let Some(target) = target else {
+                    return Ok(Value::Null);
+                };
+                let serving = target.serving_slot().await;
+                let standby = target.standby_slot().await;
+                Ok(json!({
+                    "serving": serving.map(|(slot, _, release)| json!({ "slot": slot, "release": release })),
+                    "standby": standby.map(|(slot, release)| json!({ "slot": slot, "release": release })),
+                }))
+            }
             HostOp::Stop { grace_ms } => {
+                let slotted = self.slotted.lock().await.remove(dir);
+                if let Some(slotted) = slotted {
+                    let outcome = slotted.target.stop(Duration::from_millis(grace_ms)).await;
+                    return serde_json::to_value(outcome).map_err(|error| error.to_string());
+                }
                 let supervisor = self.services.lock().await.remove(dir);
                 let outcome = match supervisor {
                     Some(supervisor) => supervisor.stop(Duration::from_millis(grace_ms)).await,
@@ -543,6 +773,16 @@ impl HostExecutor {
                 serde_json::to_value(outcome).map_err(|error| error.to_string())
             }
             HostOp::ServiceState => {
+                let slotted = self
+                    .slotted
+                    .lock()
+                    .await
+                    .get(dir)
+                    .map(|known| Arc::clone(&known.target));
+                if let Some(target) = slotted {
+                    let state = target.service_state().await;
+                    return serde_json::to_value(state).map_err(|error| error.to_string());
+                }
                 let services = self.services.lock().await;
                 let state = services.get(dir).map(Supervisor::state);
                 serde_json::to_value(state).map_err(|error| error.to_string())
@@ -568,6 +808,10 @@ impl HostExecutor {
 
     /// Stops every service (when the agent stops), each with `grace`.
     pub async fn stop_all(&self, grace: Duration) {
+        let slotted: Vec<Slotted> = self.slotted.lock().await.drain().map(|(_, s)| s).collect();
+        for known in slotted {
+            known.target.stop(grace).await;
+        }
         let services: Vec<Supervisor> =
             self.services.lock().await.drain().map(|(_, s)| s).collect();
         for supervisor in services {

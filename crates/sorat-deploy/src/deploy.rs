@@ -181,9 +181,10 @@ pub struct Target {
 /// The names of the two slots of a blue-green target, as `SORAT_SLOT` gives them.
 pub const SLOT_NAMES: [&str; 2] = ["blue", "green"];
 
-/// How a local target runs blue-green: its releases take turns on two ports (the slots), and
-/// Sorat's router on the target's port sends new connections to the slot that serves.
-#[derive(Clone, Debug)]
+/// How a target runs blue-green: its releases take turns on two ports (the slots), and
+/// Sorat's router on the target's port (in this process for a local target, in the agent for
+/// an agent target) sends new connections to the slot that serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlueGreenSlots {
     /// The two slots' ports.
     pub ports: [u16; 2],
@@ -251,8 +252,9 @@ impl Target {
     }
 
     /// Runs the target blue-green: its releases take turns on `slots.ports` and a router on
-    /// the target's port serves the one that is current. Only local targets have a router
-    /// next to their service; a deploy to another kind with slots fails before any change.
+    /// the target's port serves the one that is current. Local targets have the router in
+    /// this process, agent targets in their agent; an SSH target has none, and a deploy to
+    /// one with slots fails before any change.
     pub fn with_slots(mut self, slots: BlueGreenSlots) -> Target {
         let listen = std::net::SocketAddr::new(slots.listen, self.port);
         self.slots = Some(Arc::new(Slots {
@@ -266,6 +268,29 @@ impl Target {
     /// For a blue-green target: its slots' ports (blue, green).
     pub fn slot_ports(&self) -> Option<[u16; 2]> {
         self.slots.as_ref().map(|slots| slots.config.ports)
+    }
+
+    /// For a blue-green target: how it runs blue-green.
+    pub fn slot_config(&self) -> Option<BlueGreenSlots> {
+        self.slots.as_ref().map(|slots| slots.config.clone())
+    }
+
+    /// For a blue-green target: the serving slot and release, and the slot and release kept
+    /// after the last switch (for an agent target, as its agent says).
+    pub async fn slot_status(&self) -> (Option<(String, u32)>, Option<(String, u32)>) {
+        if let Place::Agent(host) = &self.place
+            && self.slots.is_some()
+        {
+            return host.slots().await;
+        }
+        (
+            self.serving_slot()
+                .await
+                .map(|(slot, _, release)| (slot.to_owned(), release)),
+            self.standby_slot()
+                .await
+                .map(|(slot, release)| (slot.to_owned(), release)),
+        )
     }
 
     /// For a blue-green target: the slot that serves (its name and port) and the release in
@@ -518,8 +543,24 @@ impl Target {
             return Ok(None);
         };
         if self.slots.is_some() {
-            let started = match self.start_in_slot(env, number).await {
-                Ok(_) => self.promote(env, number).await,
+            // An agent's slots run under the agent, not Sorat: watched when they run.
+            if let Place::Agent(host) = &self.place
+                && host.service_running().await?
+            {
+                *self.service.lock().await = Some(Running::Remote(host.watch_service()));
+                return Ok(Some(number));
+            }
+            let mut timings = Vec::new();
+            let started = match ready_in_slot(
+                env,
+                self,
+                number,
+                (Phase::Restart, Phase::Health),
+                &mut timings,
+            )
+            .await
+            {
+                Ok(()) => self.promote(env, number).await,
                 Err(error) => Err(error),
             };
             started.map_err(|message| DeployError::Service {
@@ -552,7 +593,7 @@ impl Target {
 
     /// Stops the service (SIGTERM, then SIGKILL after `grace`).
     pub async fn stop(&self, grace: Duration) -> StopOutcome {
-        if let Some(slots) = &self.slots {
+        if let (Some(slots), Place::Local(_)) = (&self.slots, &self.place) {
             return self.stop_slots(slots, grace).await;
         }
         let running = self.service.lock().await.take();
@@ -649,7 +690,7 @@ impl Target {
         match (&self.slots, &self.place) {
             (Some(slots), Place::Local(host)) => Ok((slots, host)),
             (Some(_), _) => Err(format!(
-                "blue-green needs Sorat's router next to the service, which only local targets have; {} is a {} target",
+                "blue-green needs Sorat's router next to the service, which local and agent targets have; {} is a {} target",
                 self.name(),
                 self.kind()
             )),
@@ -732,7 +773,14 @@ impl Target {
     /// Makes the slot running `release` the one that serves: the router sends new
     /// connections there and `current` points at it. The release that served keeps running
     /// in its slot for the scale-down delay.
-    async fn promote(&self, env: &Environment, release: u32) -> Result<(), String> {
+    pub(crate) async fn promote(&self, env: &Environment, release: u32) -> Result<(), String> {
+        if let Place::Agent(host) = &self.place
+            && self.slots.is_some()
+        {
+            host.slot_promote(release).await?;
+            *self.service.lock().await = Some(Running::Remote(host.watch_service()));
+            return Ok(());
+        }
         let (slots, host) = self.slotted()?;
         let mut service = self.service.lock().await;
         let mut state = slots.state.lock().await;
@@ -790,7 +838,13 @@ impl Target {
     }
 
     /// Stops a release started in a slot and never switched to.
-    async fn discard_preview(&self, grace: Duration) {
+    pub(crate) async fn discard_preview(&self, grace: Duration) {
+        if let Place::Agent(host) = &self.place
+            && self.slots.is_some()
+        {
+            host.slot_discard().await;
+            return;
+        }
         if let Some(slots) = &self.slots {
             let preview = slots.state.lock().await.preview.take();
             if let Some(preview) = preview {
@@ -1632,13 +1686,25 @@ async fn recorded_env<'a>(
 
 /// Brings `release` up in a blue-green target's idle slot and waits for its health check
 /// there, before any traffic reaches it; a release failing there is stopped.
-async fn ready_in_slot(
+pub(crate) async fn ready_in_slot(
     env: &Environment,
     target: &Target,
     release: u32,
     (start_phase, health_phase): (Phase, Phase),
     timings: &mut Vec<Timing>,
 ) -> Result<(), String> {
+    if let (Place::Agent(host), Some(slots)) = (&target.place, &target.slots) {
+        // The agent runs this same function with its own local target.
+        let since = Instant::now();
+        let result = host
+            .slot_ready(env, release, target.port, &slots.config)
+            .await;
+        timings.push(Timing {
+            phase: health_phase,
+            duration: since.elapsed(),
+        });
+        return result;
+    }
     let since = Instant::now();
     let started = target.start_in_slot(env, release).await;
     timings.push(Timing {

@@ -37,7 +37,7 @@ pub enum Probe {
 }
 
 /// A probe and its timing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HealthCheck {
     /// What each attempt checks.
     pub probe: Probe,

@@ -327,32 +327,23 @@ impl EnvironmentState {
                     .clone()
                     .unwrap_or_else(|| format!("{}-{}", config.name, index + 1));
                 match &target.place {
-                    TargetPlace::Local { dir, slots } => {
-                        let local = Target::new(Host::new(name, dir.clone()), target.port);
-                        match (slots, &config.strategy) {
-                            (
-                                Some(ports),
-                                StrategyConfig::BlueGreen {
-                                    scale_down_delay,
-                                    listen,
-                                    ..
-                                },
-                            ) => local.with_slots(BlueGreenSlots {
-                                ports: *ports,
-                                listen: *listen,
-                                scale_down_delay: *scale_down_delay,
-                            }),
-                            _ => local,
-                        }
-                    }
-                    TargetPlace::Agent { labels, dir } => Target::agent(
-                        sorat_deploy::agent::AgentHost::new(
-                            name,
-                            labels.clone(),
-                            dir.clone(),
-                            Arc::clone(&agents),
+                    TargetPlace::Local { dir, slots } => with_slots(
+                        Target::new(Host::new(name, dir.clone()), target.port),
+                        slots.as_ref(),
+                        &config.strategy,
+                    ),
+                    TargetPlace::Agent { labels, dir, slots } => with_slots(
+                        Target::agent(
+                            sorat_deploy::agent::AgentHost::new(
+                                name,
+                                labels.clone(),
+                                dir.clone(),
+                                Arc::clone(&agents),
+                            ),
+                            target.port,
                         ),
-                        target.port,
+                        slots.as_ref(),
+                        &config.strategy,
                     ),
                     TargetPlace::Ssh(ssh) => Target::ssh(
                         SshHost::new(SshTarget {
@@ -384,6 +375,25 @@ impl EnvironmentState {
             lines,
             pauses,
         }
+    }
+}
+
+/// `target` with its blue-green slots, when it has some and the strategy is blue-green.
+fn with_slots(target: Target, slots: Option<&[u16; 2]>, strategy: &StrategyConfig) -> Target {
+    match (slots, strategy) {
+        (
+            Some(ports),
+            StrategyConfig::BlueGreen {
+                scale_down_delay,
+                listen,
+                ..
+            },
+        ) => target.with_slots(BlueGreenSlots {
+            ports: *ports,
+            listen: *listen,
+            scale_down_delay: *scale_down_delay,
+        }),
+        _ => target,
     }
 }
 
@@ -767,12 +777,14 @@ pub async fn list(
                 "service": service_json(target.service_state().await),
             });
             if let Some(slots) = target.slot_ports() {
-                let serving = target.serving_slot().await;
-                let standby = target.standby_slot().await;
+                let (serving, standby) = target.slot_status().await;
+                let part = |part: Option<(String, u32)>| {
+                    part.map(|(slot, release)| json!({ "slot": slot, "release": release }))
+                };
                 host["slots"] = json!({
                     "ports": { "blue": slots[0], "green": slots[1] },
-                    "serving": serving.map(|(slot, _, release)| json!({ "slot": slot, "release": release })),
-                    "standby": standby.map(|(slot, release)| json!({ "slot": slot, "release": release })),
+                    "serving": part(serving),
+                    "standby": part(standby),
                 });
             }
             hosts.push(host);

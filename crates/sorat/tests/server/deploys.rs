@@ -758,3 +758,123 @@ fn deploys_through_an_agent_chosen_by_label() {
         "{body}"
     );
 }
+
+/// Blue-green on an agent's host: the agent starts each release in the idle slot, checks it
+/// there and switches its router; a client asking the whole time gets every answer, and a
+/// rollback within the scale-down delay switches back to the release still running.
+#[test]
+fn blue_green_through_an_agent() {
+    let temp = tempfile::tempdir().unwrap();
+    let (port, blue, green) = (free_port(), free_port(), free_port());
+    let host_dir = temp.path().join("agent-host");
+    let config = format!(
+        "  []\nenvironments:\n  fleet:\n    targets:\n      - name: web-a\n        agent: {{ labels: [web], dir: {}, port: {port}, slots: [{blue}, {green}] }}\n    service: {{ command: exec python3 app.py, stop_grace: 5s }}\n    health: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 15s }}\n    strategy: {{ blue_green: {{ scale_down_delay: 10m }} }}\n",
+        host_dir.display(),
+    );
+    let server = Server::start(temp.path(), "", &config);
+    let admin = server.admin();
+    publish(&admin, "1");
+    publish(&admin, "2");
+    let _agent = crate::support::AgentProcess::start(
+        &server,
+        &server.token("web-agent", "agent"),
+        "web-a",
+        &["web"],
+    );
+    let started = Instant::now();
+    while !admin.get("/api/v1/agents").1.to_string().contains("web-a") {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deploy = |version: &str| {
+        admin.post(
+            "/api/v1/environments/fleet/deploy",
+            json!({ "artifact": format!("app@{version}") }),
+        )
+    };
+    let (status, body) = deploy("1");
+    assert_eq!(status, 200, "{body:#}\n{}", server.log_text());
+    assert_eq!(version_on(port).as_deref(), Some("1"));
+    assert_eq!(
+        version_on(blue).as_deref(),
+        Some("1"),
+        "release 1 runs in blue"
+    );
+
+    // A client asks all along the deploy of 2 and the rollback.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asking = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut seen: Vec<Option<String>> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(version_on(port));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, body) = deploy("2");
+    assert_eq!(status, 200, "{body:#}\n{}", server.log_text());
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, environments) = admin.get("/api/v1/environments");
+    let slots = environments["environments"][0]["hosts"][0]["slots"].clone();
+    assert_eq!(
+        slots["serving"],
+        json!({ "slot": "green", "release": 2 }),
+        "{environments:#}"
+    );
+    assert_eq!(
+        slots["standby"],
+        json!({ "slot": "blue", "release": 1 }),
+        "{environments:#}"
+    );
+    assert_eq!(
+        std::fs::read_link(host_dir.join("current")).unwrap(),
+        std::path::Path::new("releases/2")
+    );
+    let (status, body) = admin.post("/api/v1/environments/fleet/rollback", json!({}));
+    assert_eq!(status, 200, "{body:#}");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = asking.join().unwrap();
+    let failures = seen.iter().filter(|answer| answer.is_none()).count();
+    let mut versions: Vec<String> = Vec::new();
+    for answer in seen.iter().flatten() {
+        if versions.last() != Some(answer) {
+            versions.push(answer.clone());
+        }
+    }
+    assert_eq!(
+        failures,
+        0,
+        "{} of {} requests failed",
+        failures,
+        seen.len()
+    );
+    assert_eq!(versions, ["1", "2", "1"], "{seen:?}");
+    // The rollback switched back to the release 1 still running: it started once (the
+    // agent sends its lines within 200 ms).
+    std::thread::sleep(Duration::from_millis(600));
+    let (_, logs) = admin.get("/api/v1/environments/fleet/logs");
+    let starts = logs["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|line| {
+            line["line"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("serving version 1 ")
+        })
+        .count();
+    assert_eq!(starts, 1, "{logs:#}");
+    let (_, environments) = admin.get("/api/v1/environments");
+    let slots = environments["environments"][0]["hosts"][0]["slots"].clone();
+    assert_eq!(
+        slots["serving"],
+        json!({ "slot": "blue", "release": 1 }),
+        "{environments:#}"
+    );
+}
