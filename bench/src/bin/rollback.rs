@@ -117,7 +117,7 @@ fn own_time(report: &Value) -> Duration {
             .filter(|timing| {
                 matches!(
                     timing["phase"].as_str(),
-                    Some("RollbackSwitch" | "RollbackRestart")
+                    Some("rollback_switch" | "rollback_restart")
                 )
             })
             .filter_map(|timing| timing["ms"].as_f64())
@@ -146,12 +146,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, port)| format!("      - local: {{ dir: hosts/h{i}, port: {port} }}\n"))
         .collect();
+    // The same three hosts' service blue-green: a rollback within the scale-down delay is a
+    // switch of the routers back to the release still running.
+    let mut bg_targets = String::new();
+    for i in 0..3 {
+        let (port, blue, green) = (free_port()?, free_port()?, free_port()?);
+        bg_targets.push_str(&format!(
+            "      - local: {{ dir: hosts/bg{i}, port: {port}, slots: [{blue}, {green}] }}\n"
+        ));
+    }
     let spec = ServerSpec {
         sorat,
         dir: temp.path().to_path_buf(),
         server_yaml: "  local_agent: { enabled: false }\n".into(),
         projects_yaml: format!(
-            "  []\nenvironments:\n  bench:\n    targets:\n{targets}    service: {{ command: exec python3 app.py }}\n    health: {{ http: {{ path: /healthz }}, interval: 20ms }}\n    strategy: all-at-once\n"
+            "  []\nenvironments:\n  bench:\n    targets:\n{targets}    service: {{ command: exec python3 app.py }}\n    health: {{ http: {{ path: /healthz }}, interval: 20ms }}\n    strategy: all-at-once\n  bench-bg:\n    targets:\n{bg_targets}    service: {{ command: exec python3 app.py }}\n    health: {{ http: {{ path: /healthz }}, interval: 20ms }}\n    strategy: {{ blue_green: {{ scale_down_delay: 1h }} }}\n"
         ),
         database: None,
     };
@@ -159,12 +168,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let api = server.admin()?;
     for version in ["1", "2"] {
         publish(&api, &server.url, version)?;
-        let (status, report) = api.post(
-            "/api/v1/environments/bench/deploy",
-            &json!({ "artifact": format!("app@{version}") }),
-        )?;
-        if status != 200 {
-            bail!("deploying app@{version}: HTTP {status}: {report}");
+        for environment in ["bench", "bench-bg"] {
+            let (status, report) = api.post(
+                &format!("/api/v1/environments/{environment}/deploy"),
+                &json!({ "artifact": format!("app@{version}") }),
+            )?;
+            if status != 200 {
+                bail!("deploying app@{version} to {environment}: HTTP {status}: {report}");
+            }
         }
     }
     eprintln!("sorat: {} rollbacks", args.rounds);
@@ -181,6 +192,23 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
         sorat_wall.push(wall);
         sorat_own.push(own_time(&report));
+    }
+    eprintln!("sorat blue-green: {} rollbacks", args.rounds);
+    let mut bg_wall = Vec::new();
+    let mut bg_own = Vec::new();
+    for round in 0..args.rounds {
+        let to = if round % 2 == 0 { 1 } else { 2 };
+        let started = Instant::now();
+        let (status, report) = api.post(
+            "/api/v1/environments/bench-bg/rollback",
+            &json!({ "to": to }),
+        )?;
+        let wall = started.elapsed();
+        if status != 200 {
+            bail!("blue-green rollback to {to}: HTTP {status}: {report}");
+        }
+        bg_wall.push(wall);
+        bg_own.push(own_time(&report));
     }
     server.stop()?;
 
@@ -255,6 +283,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
         millis(max(&sorat_own)),
     ]);
     table.row(vec![
+        "Sorat blue-green, request → every host switched back".into(),
+        millis(median(&bg_wall)),
+        millis(percentile(&bg_wall, 0.9)),
+        millis(max(&bg_wall)),
+    ]);
+    table.row(vec![
+        "Sorat blue-green's own time (switch, slowest host)".into(),
+        millis(median(&bg_own)),
+        millis(percentile(&bg_own, 0.9)),
+        millis(max(&bg_own)),
+    ]);
+    table.row(vec![
         "peer: ln -sfn + mv -T, kill, start, poll /healthz".into(),
         millis(median(&peer_wall)),
         millis(percentile(&peer_wall, 0.9)),
@@ -268,6 +308,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     println!(
         "\nRatio peer ÷ Sorat (whole rollback, medians): {} (above 1: Sorat faster).",
         ratio(median(&peer_wall), median(&sorat_wall))
+    );
+    println!(
+        "Ratio peer ÷ Sorat blue-green (whole rollback, medians): {}.",
+        ratio(median(&peer_wall), median(&bg_wall))
     );
     println!(
         "Target: Sorat's own time under 1 s for 3 hosts: {} ({}).",
