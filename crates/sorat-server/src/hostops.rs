@@ -97,13 +97,23 @@ impl HostChannel for AgentOps {
         Box::pin(async move {
             let agent = self.agent_for(labels)?;
             // Copying a release may take long; everything else is quick.
-            let limit = match op {
+            let limit = match &op {
                 HostOp::Prepare { .. } => Duration::from_secs(30 * 60),
                 HostOp::Stop { grace_ms }
                 | HostOp::Start {
                     stop_grace_ms: grace_ms,
                     ..
-                } => Duration::from_millis(grace_ms) + Duration::from_secs(60),
+                } => Duration::from_millis(*grace_ms) + Duration::from_secs(60),
+                // Stopping what holds the slot, then the health check's whole timeout.
+                HostOp::SlotReady {
+                    stop_grace_ms,
+                    health,
+                    ..
+                } => {
+                    Duration::from_millis(*stop_grace_ms) * 2
+                        + health.timeout
+                        + Duration::from_secs(60)
+                }
                 _ => Duration::from_secs(60),
             };
             let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
