@@ -422,3 +422,55 @@ async fn without_auto_promotion_a_person_sees_the_new_release_before_it_serves()
     }
     fleet.stop().await;
 }
+
+/// A release that passes its check in the slot and then degrades: the bake window catches it
+/// and every host goes back at once to the release still running in the other slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_bake_switches_back_to_the_release_still_running() {
+    let (fleet, ports, _sender) = fleet(2, Duration::from_secs(600));
+    let mut env = environment(Duration::from_secs(20));
+    let base = fleet.dir.path();
+    let report = deploy(
+        &env,
+        &fleet.targets,
+        &service_release(base, 1, "v1", "ok"),
+        blue_green(),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    env.bake = Some(sorat_deploy::deploy::Bake {
+        duration: Duration::from_secs(6),
+        analysis: None,
+    });
+    // The bake counts a host failed when its check has not passed for this long.
+    env.health.timeout = Duration::from_secs(2);
+    let report = deploy(
+        &env,
+        &fleet.targets,
+        &service_release(base, 2, "v2", "degrade"),
+        blue_green(),
+    )
+    .await;
+    let Outcome::RolledBack { reason } = &report.outcome else {
+        panic!("{report:#?}")
+    };
+    assert!(reason.starts_with("bake window:"), "{reason}");
+    for (index, target) in fleet.targets.iter().enumerate() {
+        assert_eq!(
+            target.serving_slot().await,
+            Some(("blue", ports[index].1[0], 1))
+        );
+        assert_eq!(target.host().unwrap().current().unwrap(), Some(1));
+        let name = format!("h{index}");
+        assert_eq!(fleet.starts(&name, 1), 1, "v1 kept running on {name}");
+        let host = &report.hosts[index];
+        assert_eq!(host.outcome, HostOutcome::RolledBack, "{host:#?}");
+        // Going back was a switch: no start-up waited for.
+        assert!(
+            host.timing(Phase::RollbackHealth).unwrap() < Duration::from_secs(1),
+            "{host:#?}"
+        );
+    }
+    assert_eq!(get(ports[0].0, "/version").await.unwrap().1, "v1");
+    fleet.stop().await;
+}

@@ -13,12 +13,14 @@ use sorat_deploy::{
     ServiceConfig, digest_file,
 };
 
-/// The service the deploy tests run: `/healthz` answers 200 (or 500 when MODE says `500`),
+/// The service the deploy tests run: `/healthz` answers 200 (or 500 when MODE says `500`,
+/// and from 1.5 s after the start when it says `degrade`),
 /// `/version` answers the content of VERSION, `/` answers 200 (500 when MODE says `errors`)
 /// and counts its answers by code in `/metrics`; MODE `exit` exits at once with code 3.
 /// SIGTERM is handled: it prints a line and exits 0.
 pub const SERVER_PY: &str = r#"
-import http.server, os, signal, sys
+import http.server, os, signal, sys, time
+STARTED = time.time()
 VERSION = open("VERSION").read().strip()
 MODE = open("MODE").read().strip()
 if MODE == "exit":
@@ -32,7 +34,8 @@ COUNTS = {"200": 0, "500": 0}
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/healthz":
-            code, body = (500, b"broken") if MODE == "500" else (200, b"ok")
+            degraded = MODE == "degrade" and time.time() - STARTED > 1.5
+            code, body = (500, b"broken") if MODE == "500" or degraded else (200, b"ok")
         elif self.path == "/version":
             code, body = 200, VERSION.encode()
         elif self.path == "/env":
