@@ -1260,7 +1260,7 @@ if [ "$size" -lt "$o" ]; then o=0; fi
 # Everything read and the file past its limit: it goes to log.1 and starts over (what
 # the service writes between the copy and the truncation, a few milliseconds, is lost).
 if [ "$o" -eq "$size" ] && [ "$size" -gt "$2" ]; then
-  cp "$f" "$f.1" && : > "$f" && { echo "0 0"; exit 0; }
+  cp "$f" "$f.1.tmp" && : > "$f" && mv "$f.1.tmp" "$f.1" && { echo "0 0"; exit 0; }
 fi
 # The bytes from o to the size measured above: the file only grows meanwhile.
 n=$((size - o)); [ "$n" -gt "$3" ] && n=$3
