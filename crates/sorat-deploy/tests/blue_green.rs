@@ -439,7 +439,7 @@ async fn a_failed_bake_switches_back_to_the_release_still_running() {
     .await;
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
     env.bake = Some(sorat_deploy::deploy::Bake {
-        duration: Duration::from_secs(6),
+        duration: Duration::from_secs(10),
         analysis: None,
     });
     // The bake counts a host failed when its check has not passed for this long.

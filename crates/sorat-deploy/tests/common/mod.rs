@@ -14,7 +14,7 @@ use sorat_deploy::{
 };
 
 /// The service the deploy tests run: `/healthz` answers 200 (or 500 when MODE says `500`,
-/// and from 1.5 s after the start when it says `degrade`),
+/// and from 3 s after the start when it says `degrade`),
 /// `/version` answers the content of VERSION, `/` answers 200 (500 when MODE says `errors`)
 /// and counts its answers by code in `/metrics`; MODE `exit` exits at once with code 3.
 /// SIGTERM is handled: it prints a line and exits 0.
@@ -34,7 +34,7 @@ COUNTS = {"200": 0, "500": 0}
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/healthz":
-            degraded = MODE == "degrade" and time.time() - STARTED > 1.5
+            degraded = MODE == "degrade" and time.time() - STARTED > 3
             code, body = (500, b"broken") if MODE == "500" or degraded else (200, b"ok")
         elif self.path == "/version":
             code, body = 200, VERSION.encode()
