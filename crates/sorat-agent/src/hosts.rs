@@ -166,34 +166,16 @@ async fn carry_out(
     taken: Taken,
 ) -> Result<Value, String> {
     let dir = PathBuf::from(&taken.dir);
-    let op = match taken.op {
-        HostOp::Prepare {
-            number,
-            artifact,
-            digest,
-            who,
-            config,
-            mut files,
-        } => {
-            let cache = options.data_dir.join("deploy-blobs");
-            for file in &mut files {
-                file.source = Some(fetch(options, client, &cache, &file.digest).await?);
-            }
-            HostOp::Prepare {
-                number,
-                artifact,
-                digest,
-                who,
-                config,
-                files,
-            }
+    let cache = options.data_dir.join(BLOB_CACHE);
+    let mut op = taken.op;
+    if let HostOp::Prepare { files, .. } = &mut op {
+        for file in files {
+            file.source = Some(fetch(options, client, &cache, &file.digest).await?);
         }
-        other => other,
-    };
+    }
     let prune = matches!(op, HostOp::Prune { .. });
     let result = executor.execute(&options.name, &dir, op).await;
     if prune && result.is_ok() {
-        let cache = options.data_dir.join("deploy-blobs");
         let host = dir.clone();
         let removed = tokio::task::spawn_blocking(move || prune_cache(&cache, &host, CACHE_GRACE))
             .await
@@ -204,6 +186,9 @@ async fn carry_out(
     }
     result
 }
+
+/// The folder, in the agent's data folder, that caches release files by digest.
+const BLOB_CACHE: &str = "deploy-blobs";
 
 /// At most this many service lines go to the server in one request...
 const LINE_BATCH: usize = 500;

@@ -1,5 +1,5 @@
-//! Sorat's deployment core for hosts reached through the file system (`local` targets: a
-//! folder on this machine standing for a host).
+//! Sorat's deployment core: numbered releases on hosts (a local folder, an SSH host, or an
+//! agent's host), their services, health checks, strategies, analyses and rollback.
 //!
 //! Principal types, one module each, from the disk up:
 //! - [`release`]: [`Host`] (a host's folder: `releases/<n>/`, each with `release.json`, and
@@ -9,9 +9,15 @@
 //!   stops it with SIGTERM then SIGKILL.
 //! - [`health`]: [`HealthCheck`] (HTTP, TCP or command probes, interval, timeout, success
 //!   threshold) and [`wait_healthy`].
-//! - [`deploy`](mod@deploy): [`deploy()`](fn@deploy) by [`Strategy`] (rolling batches or all at
-//!   once) with automatic rollback of every switched host on failure, and
-//!   [`rollback`]; both end with a [`DeployReport`].
+//! - [`ssh`]: [`SshHost`], the same layout on a host over OpenSSH, its service under a
+//!   detached `sh` supervisor there.
+//! - [`agent`]: `agent` targets, both ends: the server's `AgentHost` and the agent's
+//!   `HostExecutor`, speaking `HostOp`s.
+//! - [`router`]: the TCP router that switches a blue-green target's traffic between slots.
+//! - [`analysis`]: Argo Rollouts-style analyses over a `MetricsSource` (Prometheus).
+//! - [`deploy`](mod@deploy): [`Target`], [`deploy()`](fn@deploy) by [`Strategy`] (rolling,
+//!   all at once, blue-green, canary) with automatic rollback of every switched host on
+//!   failure, and [`rollback`]; both end with a [`DeployReport`].
 //!
 //! What it must not know: artifacts' storage and signatures (the caller hands it files with
 //! their digests), the state store, HTTP APIs and terminals. It never prints; it logs with

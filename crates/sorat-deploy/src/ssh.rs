@@ -531,9 +531,9 @@ true"#,
         Ok(state.last.max(state.releases.last().copied().unwrap_or(0)))
     }
 
-    /// Uploads each file's blob unless the host has it (verifying a present one again), then
-    /// builds `releases/<number>.partial/` from the blobs, writes `release.json` and renames
-    /// the folder to `releases/<number>/`.
+    /// Builds `releases/<number>.partial/`: each file from the host's cache when it has the
+    /// blob (verified again), else uploaded straight into the folder (and listed for the
+    /// cache job); writes `release.json` and renames the folder to `releases/<number>/`.
     pub async fn prepare(
         &self,
         number: u32,

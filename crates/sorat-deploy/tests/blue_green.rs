@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::{environment, free_port, get, service_release};
 use sorat_deploy::deploy::{Decision, Judge};
 use sorat_deploy::{
-    BlueGreenSlots, Host, HostOutcome, Outcome, Phase, ServiceLine, Strategy, Target, deploy,
-    rollback,
+    BlueGreenSlots, DeployReport, Environment, Host, HostOutcome, Outcome, Phase, ServiceLine,
+    Strategy, Target, deploy, rollback,
 };
 use tokio::sync::mpsc;
 
@@ -51,14 +51,7 @@ fn targets(
 
 fn fleet(count: usize, delay: Duration) -> (Fleet, Vec<Ports>, mpsc::Sender<ServiceLine>) {
     let dir = tempfile::tempdir().unwrap();
-    let (sender, mut receiver) = mpsc::channel(1024);
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let collected = Arc::clone(&lines);
-    tokio::spawn(async move {
-        while let Some(line) = receiver.recv().await {
-            collected.lock().unwrap().push(line);
-        }
-    });
+    let (sender, lines) = common::collect_lines();
     let ports: Vec<Ports> = (0..count)
         .map(|_| (free_port(), [free_port(), free_port()]))
         .collect();
@@ -75,6 +68,19 @@ fn fleet(count: usize, delay: Duration) -> (Fleet, Vec<Ports>, mpsc::Sender<Serv
 }
 
 impl Fleet {
+    /// Deploys the Python service's release `number` at `version` in `mode`.
+    async fn deploy(
+        &self,
+        env: &Environment,
+        number: u32,
+        version: &str,
+        mode: &str,
+        strategy: Strategy,
+    ) -> DeployReport {
+        let release = service_release(self.dir.path(), number, version, mode);
+        deploy(env, &self.targets, &release, strategy).await
+    }
+
     /// How many times release `release` started listening on host `host`.
     fn starts(&self, host: &str, release: u32) -> usize {
         self.lines
@@ -143,16 +149,9 @@ fn blue_green() -> Strategy {
 async fn switches_without_a_failed_request_and_rolls_back_by_switching_back() {
     let (fleet, ports, _sender) = fleet(2, Duration::from_secs(600));
     let env = environment(Duration::from_secs(20));
-    let base = fleet.dir.path();
     let public = ports[0].0;
 
-    let report = deploy(
-        &env,
-        &fleet.targets,
-        &service_release(base, 1, "v1", "ok"),
-        blue_green(),
-    )
-    .await;
+    let report = fleet.deploy(&env, 1, "v1", "ok", blue_green()).await;
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
     assert_eq!(
         fleet.targets[0].serving_slot().await,
@@ -169,13 +168,7 @@ async fn switches_without_a_failed_request_and_rolls_back_by_switching_back() {
     let stop = Arc::new(AtomicBool::new(false));
     let client = hammer(public, Arc::clone(&stop));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let report = deploy(
-        &env,
-        &fleet.targets,
-        &service_release(base, 2, "v2", "ok"),
-        blue_green(),
-    )
-    .await;
+    let report = fleet.deploy(&env, 2, "v2", "ok", blue_green()).await;
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
     for host in &report.hosts {
         assert_eq!(host.outcome, HostOutcome::Deployed);
@@ -227,13 +220,7 @@ async fn switches_without_a_failed_request_and_rolls_back_by_switching_back() {
     let client = hammer(public, Arc::clone(&stop));
     let mut impatient = env.clone();
     impatient.health.timeout = Duration::from_secs(2);
-    let report = deploy(
-        &impatient,
-        &fleet.targets,
-        &service_release(base, 3, "v3", "500"),
-        blue_green(),
-    )
-    .await;
+    let report = fleet.deploy(&impatient, 3, "v3", "500", blue_green()).await;
     stop.store(true, Ordering::Relaxed);
     let Outcome::Aborted { reason } = &report.outcome else {
         panic!("{report:#?}");
@@ -265,15 +252,10 @@ async fn switches_without_a_failed_request_and_rolls_back_by_switching_back() {
 async fn the_old_release_stops_after_the_delay_and_a_later_rollback_starts_it_again() {
     let (fleet, ports, sender) = fleet(1, Duration::from_millis(300));
     let env = environment(Duration::from_secs(20));
-    let base = fleet.dir.path();
     for (number, version) in [(1, "v1"), (2, "v2")] {
-        let report = deploy(
-            &env,
-            &fleet.targets,
-            &service_release(base, number, version, "ok"),
-            blue_green(),
-        )
-        .await;
+        let report = fleet
+            .deploy(&env, number, version, "ok", blue_green())
+            .await;
         assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -353,19 +335,12 @@ impl Judge for Reviewer {
 async fn without_auto_promotion_a_person_sees_the_new_release_before_it_serves() {
     let (fleet, ports, _sender) = fleet(1, Duration::from_secs(600));
     let mut env = environment(Duration::from_secs(20));
-    let base = fleet.dir.path();
     let manual = Strategy::BlueGreen {
         pre_promotion: None,
         auto_promote: false,
     };
     // Nobody to ask: the deploy does not switch on its own.
-    let report = deploy(
-        &env,
-        &fleet.targets,
-        &service_release(base, 1, "v1", "ok"),
-        manual.clone(),
-    )
-    .await;
+    let report = fleet.deploy(&env, 1, "v1", "ok", manual.clone()).await;
     let Outcome::Aborted { reason } = &report.outcome else {
         panic!("{report:#?}");
     };
@@ -377,13 +352,7 @@ async fn without_auto_promotion_a_person_sees_the_new_release_before_it_serves()
         "the preview was stopped"
     );
 
-    let report = deploy(
-        &env,
-        &fleet.targets,
-        &service_release(base, 2, "v1", "ok"),
-        blue_green(),
-    )
-    .await;
+    let report = fleet.deploy(&env, 2, "v1", "ok", blue_green()).await;
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
 
     for (promote, version) in [(false, "v2"), (true, "v3")] {
@@ -395,13 +364,9 @@ async fn without_auto_promotion_a_person_sees_the_new_release_before_it_serves()
         });
         env.judge = Some(Arc::clone(&reviewer) as Arc<dyn Judge>);
         let number = if promote { 4 } else { 3 };
-        let report = deploy(
-            &env,
-            &fleet.targets,
-            &service_release(base, number, version, "ok"),
-            manual.clone(),
-        )
-        .await;
+        let report = fleet
+            .deploy(&env, number, version, "ok", manual.clone())
+            .await;
         assert_eq!(
             reviewer.saw.lock().unwrap().clone(),
             Some((version.to_owned(), "v1".to_owned())),
@@ -429,14 +394,7 @@ async fn without_auto_promotion_a_person_sees_the_new_release_before_it_serves()
 async fn a_failed_bake_switches_back_to_the_release_still_running() {
     let (fleet, ports, _sender) = fleet(2, Duration::from_secs(600));
     let mut env = environment(Duration::from_secs(20));
-    let base = fleet.dir.path();
-    let report = deploy(
-        &env,
-        &fleet.targets,
-        &service_release(base, 1, "v1", "ok"),
-        blue_green(),
-    )
-    .await;
+    let report = fleet.deploy(&env, 1, "v1", "ok", blue_green()).await;
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
     env.bake = Some(sorat_deploy::deploy::Bake {
         duration: Duration::from_secs(10),
@@ -444,13 +402,7 @@ async fn a_failed_bake_switches_back_to_the_release_still_running() {
     });
     // The bake counts a host failed when its check has not passed for this long.
     env.health.timeout = Duration::from_secs(2);
-    let report = deploy(
-        &env,
-        &fleet.targets,
-        &service_release(base, 2, "v2", "degrade"),
-        blue_green(),
-    )
-    .await;
+    let report = fleet.deploy(&env, 2, "v2", "degrade", blue_green()).await;
     let Outcome::RolledBack { reason } = &report.outcome else {
         panic!("{report:#?}")
     };

@@ -13,7 +13,6 @@ use sorat_deploy::{
     DeployError, Host, HostOutcome, Outcome, Phase, ReleaseStatus, ServiceLine, ServiceState,
     StopOutcome, Strategy, Target, deploy, next_release_number, rollback,
 };
-use tokio::sync::mpsc;
 
 struct Fleet {
     dir: tempfile::TempDir,
@@ -23,14 +22,7 @@ struct Fleet {
 
 fn fleet(count: usize) -> Fleet {
     let dir = tempfile::tempdir().unwrap();
-    let (sender, mut receiver) = mpsc::channel(1024);
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let collected = Arc::clone(&lines);
-    tokio::spawn(async move {
-        while let Some(line) = receiver.recv().await {
-            collected.lock().unwrap().push(line);
-        }
-    });
+    let (sender, lines) = common::collect_lines();
     let targets = (0..count)
         .map(|index| {
             let host = Host::new(format!("h{index}"), dir.path().join(format!("host{index}")));

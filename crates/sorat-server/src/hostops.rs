@@ -272,6 +272,9 @@ pub async fn lines(
         .find(|agent| agent.name == batch.name)
         .map(|agent| agent.labels)
         .unwrap_or_default();
+    // A batch holds few hosts: each is looked up once, among the agent targets that this
+    // agent serves (their labels are the agent's).
+    let mut targets: HashMap<String, Option<&sorat_deploy::Target>> = HashMap::new();
     let (mut accepted, mut ignored) = (0usize, 0usize);
     for line in batch.lines {
         let stream = match line.stream.as_str() {
@@ -284,17 +287,18 @@ pub async fn lines(
                 ));
             }
         };
-        // The agent target of that name that this agent serves (its labels are the agent's).
-        let target = state
-            .environments
-            .values()
-            .flat_map(|environment| environment.targets.iter())
-            .find(|target| {
-                target.name() == line.host
-                    && target.agent_host().is_some_and(|host| {
-                        host.labels().iter().all(|label| labels.contains(label))
-                    })
-            });
+        let target = *targets.entry(line.host.clone()).or_insert_with(|| {
+            state
+                .environments
+                .values()
+                .flat_map(|environment| environment.targets.iter())
+                .find(|target| {
+                    target.name() == line.host
+                        && target.agent_host().is_some_and(|host| {
+                            host.labels().iter().all(|label| labels.contains(label))
+                        })
+                })
+        });
         let sent = target.is_some_and(|target| {
             target.send_line(sorat_deploy::ServiceLine {
                 host: line.host,

@@ -60,6 +60,23 @@ print("listening on %s release %s version %s" % (os.environ["PORT"], os.environ[
 server.serve_forever()
 "#;
 
+/// A channel for services' lines and the list they are collected into (in a task on the
+/// current runtime).
+pub fn collect_lines() -> (
+    tokio::sync::mpsc::Sender<sorat_deploy::ServiceLine>,
+    std::sync::Arc<std::sync::Mutex<Vec<sorat_deploy::ServiceLine>>>,
+) {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(1024);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let collected = std::sync::Arc::clone(&lines);
+    tokio::spawn(async move {
+        while let Some(line) = receiver.recv().await {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    (sender, lines)
+}
+
 /// A port free at the time of the call.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
