@@ -206,6 +206,9 @@ pub struct SshConfig {
     pub known_hosts: Option<PathBuf>,
     /// `dir`: the folder on the host (relative paths from the user's home).
     pub dir: String,
+    /// `slots: [PORT, PORT]`: as for `local`, under `blue-green` (Sorat uploads its own
+    /// executable to the host and runs it there as the router).
+    pub slots: Option<[u16; 2]>,
 }
 
 /// `environments.<name>.health`.
@@ -862,6 +865,7 @@ impl Loader<'_> {
                 let known_hosts = reader.get("known_hosts");
                 let dir = reader.get("dir");
                 let port = reader.get("port");
+                let slots_node = reader.get("slots");
                 reader.finish(self.diagnostics);
                 let (Some(host), Some(dir), Some(port)) = (host, dir, port) else {
                     self.error(
@@ -909,6 +913,14 @@ impl Loader<'_> {
                 };
                 let key = path(key, "`key`")?;
                 let known_hosts = path(known_hosts, "`known_hosts`")?;
+                // Ports of SSH targets are on their own hosts: checked among themselves only.
+                let slots = match slots_node {
+                    Some(node) => {
+                        let mut own = vec![(port_value, port.span)];
+                        Some(self.slots(node, &mut own)?)
+                    }
+                    None => None,
+                };
                 Some(TargetConfig {
                     name,
                     port: port_value,
@@ -919,6 +931,7 @@ impl Loader<'_> {
                         key,
                         known_hosts,
                         dir: dir_text,
+                        slots,
                     }),
                 })
             }
@@ -1319,18 +1332,14 @@ impl Loader<'_> {
         for (host, span) in hosts.iter().zip(host_spans) {
             match &host.place {
                 TargetPlace::Local { slots: Some(_), .. }
-                | TargetPlace::Agent { slots: Some(_), .. } => {}
-                TargetPlace::Local { slots: None, .. } | TargetPlace::Agent { slots: None, .. } => {
+                | TargetPlace::Agent { slots: Some(_), .. }
+                | TargetPlace::Ssh(SshConfig { slots: Some(_), .. }) => {}
+                TargetPlace::Local { slots: None, .. }
+                | TargetPlace::Agent { slots: None, .. }
+                | TargetPlace::Ssh(SshConfig { slots: None, .. }) => {
                     self.error(
                         *span,
                         "blue-green needs `slots: [PORT, PORT]` on this target: the two ports its releases take turns on while Sorat's router serves `port`",
-                    );
-                    fine = false;
-                }
-                TargetPlace::Ssh(_) => {
-                    self.error(
-                        *span,
-                        "blue-green needs Sorat's router next to the service, which `local` and `agent` targets have and `ssh` targets do not; use `rolling` or `canary` here, or an agent on the host",
                     );
                     fine = false;
                 }
@@ -1915,10 +1924,10 @@ mod tests {
     }
 
     #[test]
-    fn blue_green_reads_slots_and_refuses_targets_without_a_router() {
+    fn blue_green_reads_slots_and_refuses_targets_without_slots() {
         let head = "environments:\n  production:\n    service: { command: ./server }\n    analyses:\n      errors:\n        prometheus: http://127.0.0.1:9090\n        metrics: [ { name: e, query: up, success_condition: 'result[0] == 1' } ]\n";
         let good = format!(
-            "{head}    targets:\n      - local: {{ dir: a, port: 9001, slots: [9101, 9102] }}\n      - local: {{ dir: b, port: 9002, slots: [9201, 9202] }}\n    strategy:\n      blue_green: {{ pre_promotion: errors, auto_promote: false, scale_down_delay: 2m, listen: 0.0.0.0 }}\n"
+            "{head}    targets:\n      - local: {{ dir: a, port: 9001, slots: [9101, 9102] }}\n      - local: {{ dir: b, port: 9002, slots: [9201, 9202] }}\n      - ssh: {{ host: h, dir: d, port: 9001, slots: [9101, 9102] }}\n    strategy:\n      blue_green: {{ pre_promotion: errors, auto_promote: false, scale_down_delay: 2m, listen: 0.0.0.0 }}\n"
         );
         let (config, messages) = load_text(&good);
         assert!(messages.is_empty(), "{messages:?}");
@@ -1939,6 +1948,14 @@ mod tests {
                 slots: Some([9201, 9202]),
             }
         );
+        // An SSH host's ports are its own: the same numbers as a local target's are fine.
+        assert!(matches!(
+            &production.hosts[2].place,
+            TargetPlace::Ssh(SshConfig {
+                slots: Some([9101, 9102]),
+                ..
+            })
+        ));
         // The short form takes the defaults.
         let (config, messages) = load_text(&format!(
             "{head}    targets: [ {{ local: {{ dir: a, port: 9001, slots: [9101, 9102] }} }} ]\n    strategy: blue-green\n"
@@ -1956,7 +1973,11 @@ mod tests {
             ),
             (
                 "    targets: [ { ssh: { host: h, dir: d, port: 9001 } } ]\n    strategy: blue-green\n",
-                "8:16: blue-green needs Sorat's router next to the service, which `local` and `agent` targets have",
+                "8:16: blue-green needs `slots: [PORT, PORT]`",
+            ),
+            (
+                "    targets: [ { ssh: { host: h, dir: d, port: 9001, slots: [9101, 9101] } } ]\n    strategy: blue-green\n",
+                "8:68: port 9101 is already used",
             ),
             (
                 "    targets: [ { local: { dir: a, port: 9001, slots: [9101] } } ]\n",
@@ -2012,6 +2033,7 @@ mod tests {
                 key: Some(PathBuf::from("/etc/sorat/keys/deploy")),
                 known_hosts: Some(PathBuf::from("/etc/sorat/keys/known_hosts")),
                 dir: "/srv/web".to_owned(),
+                slots: None,
             })
         );
         // The same service port on another host is fine; defaults apply.

@@ -207,6 +207,8 @@ struct Slots {
 struct SlotState {
     /// The slot that serves; its service is the target's `service`.
     active: Option<usize>,
+    /// The release in the slot that serves.
+    active_release: Option<u32>,
     /// A release started in the other slot, not serving yet.
     preview: Option<SlotService>,
     /// The release that served before the last switch, kept for the scale-down delay.
@@ -219,7 +221,32 @@ struct SlotState {
 struct SlotService {
     slot: usize,
     release: u32,
-    supervisor: Supervisor,
+    service: Running,
+}
+
+impl SlotService {
+    /// Stops it: a local supervisor directly, a service on an SSH host through `ssh`.
+    async fn stop(self, ssh: Option<&SshHost>, grace: Duration) -> StopOutcome {
+        match (self.service, ssh) {
+            (Running::Local(supervisor), _) => supervisor.stop(grace).await,
+            (Running::Remote(_), Some(host)) => host
+                .stop_slot(self.slot, grace)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(host = %host.name(), %error, "stopping a slot's service");
+                    StopOutcome::NotRunning
+                }),
+            (Running::Remote(_), None) => StopOutcome::NotRunning,
+        }
+    }
+}
+
+/// Where a blue-green target's slots run.
+enum SlotHost<'a> {
+    /// Supervised by this process, in a local folder.
+    Local(&'a Host),
+    /// Supervised on an SSH host, behind Sorat's router there.
+    Ssh(&'a Arc<SshHost>),
 }
 
 impl Target {
@@ -253,8 +280,8 @@ impl Target {
 
     /// Runs the target blue-green: its releases take turns on `slots.ports` and a router on
     /// the target's port serves the one that is current. Local targets have the router in
-    /// this process, agent targets in their agent; an SSH target has none, and a deploy to
-    /// one with slots fails before any change.
+    /// this process, agent targets in their agent, SSH targets a router process on the host
+    /// (Sorat's own executable, given by [`SshHost::with_router`]).
     pub fn with_slots(mut self, slots: BlueGreenSlots) -> Target {
         let listen = std::net::SocketAddr::new(slots.listen, self.port);
         self.slots = Some(Arc::new(Slots {
@@ -297,12 +324,14 @@ impl Target {
     /// it, when one does.
     pub async fn serving_slot(&self) -> Option<(&'static str, u16, u32)> {
         let slots = self.slots.as_ref()?;
-        let active = slots.state.lock().await.active?;
-        let release = match self.service.lock().await.as_ref() {
-            Some(Running::Local(supervisor)) => supervisor.spec().release,
-            _ => return None,
-        };
-        Some((SLOT_NAMES[active], slots.config.ports[active], release))
+        self.service.lock().await.as_ref()?;
+        let state = slots.state.lock().await;
+        let active = state.active?;
+        Some((
+            SLOT_NAMES[active],
+            slots.config.ports[active],
+            state.active_release?,
+        ))
     }
 
     /// For a blue-green target: the release kept running in the other slot after the last
@@ -550,6 +579,11 @@ impl Target {
                 *self.service.lock().await = Some(Running::Remote(host.watch_service()));
                 return Ok(Some(number));
             }
+            if let (Place::Ssh(host), Some(slots)) = (&self.place, &self.slots)
+                && self.attach_slots(env, host, slots, number).await?
+            {
+                return Ok(Some(number));
+            }
             let mut timings = Vec::new();
             let started = match ready_in_slot(
                 env,
@@ -593,7 +627,7 @@ impl Target {
 
     /// Stops the service (SIGTERM, then SIGKILL after `grace`).
     pub async fn stop(&self, grace: Duration) -> StopOutcome {
-        if let (Some(slots), Place::Local(_)) = (&self.slots, &self.place) {
+        if let (Some(slots), Place::Local(_) | Place::Ssh(_)) = (&self.slots, &self.place) {
             return self.stop_slots(slots, grace).await;
         }
         let running = self.service.lock().await.take();
@@ -626,6 +660,14 @@ impl Target {
             Place::Local(_) => self.stop(grace).await,
             Place::Ssh(host) => {
                 self.service.lock().await.take();
+                if let Some(slots) = &self.slots {
+                    // The slots' services and the router keep running on the host; only
+                    // their watches end (the next start finds them).
+                    let mut state = slots.state.lock().await;
+                    state.generation += 1;
+                    state.preview.take();
+                    state.standby.take();
+                }
                 host.close().await;
                 StopOutcome::NotRunning
             }
@@ -685,15 +727,14 @@ impl Target {
         }
     }
 
-    /// The slots and the local folder of a blue-green target.
-    fn slotted(&self) -> Result<(&Arc<Slots>, &Host), String> {
+    /// The slots of a blue-green target and where they run.
+    fn slotted(&self) -> Result<(&Arc<Slots>, SlotHost<'_>), String> {
         match (&self.slots, &self.place) {
-            (Some(slots), Place::Local(host)) => Ok((slots, host)),
-            (Some(_), _) => Err(format!(
-                "blue-green needs Sorat's router next to the service, which local and agent targets have; {} is a {} target",
-                self.name(),
-                self.kind()
-            )),
+            (Some(slots), Place::Local(host)) => Ok((slots, SlotHost::Local(host))),
+            (Some(slots), Place::Ssh(host)) => Ok((slots, SlotHost::Ssh(host))),
+            (Some(_), Place::Agent(_)) => {
+                Err(format!("the slots of {} are run by its agent", self.name()))
+            }
             (None, _) => Err(format!("host {} has no blue-green slots", self.name())),
         }
     }
@@ -706,7 +747,7 @@ impl Target {
         env: &Environment,
         release: u32,
     ) -> Result<(watch::Receiver<ServiceState>, u16, bool), String> {
-        let (slots, host) = self.slotted()?;
+        let (slots, place) = self.slotted()?;
         // What occupies the idle slot is reused when it is this release and runs, otherwise
         // stopped, outside the lock (a stop may take the grace period, and readers of the
         // slots' state should not wait for it).
@@ -721,7 +762,7 @@ impl Target {
             {
                 if reused.is_none()
                     && occupant.release == release
-                    && matches!(occupant.supervisor.state(), ServiceState::Running { .. })
+                    && matches!(occupant.service.state(), ServiceState::Running { .. })
                 {
                     reused = Some(occupant);
                 } else {
@@ -730,7 +771,7 @@ impl Target {
             }
             if let Some(occupant) = reused {
                 let started = (
-                    occupant.supervisor.watch(),
+                    occupant.service.watch(),
                     slots.config.ports[occupant.slot],
                     true,
                 );
@@ -741,7 +782,9 @@ impl Target {
             }
         };
         for occupant in doomed {
-            occupant.supervisor.stop(env.service.stop_grace).await;
+            occupant
+                .stop(self.ssh_host().map(Arc::as_ref), env.service.stop_grace)
+                .await;
         }
         if let Some(started) = reused {
             return Ok(started);
@@ -749,25 +792,64 @@ impl Target {
         let mut state = slots.state.lock().await;
         let slot = state.active.map_or(0, |active| 1 - active);
         let port = slots.config.ports[slot];
-        let mut service_env = env.service.env.clone();
-        service_env.push(("SORAT_SLOT".to_owned(), SLOT_NAMES[slot].to_owned()));
-        let spec = ServiceSpec {
-            host: host.name().to_owned(),
-            release,
-            command: env.service.command.clone(),
-            working_dir: host.release_path(release),
-            port,
-            env: service_env,
-            restart: env.service.restart.clone(),
+        let service = match place {
+            SlotHost::Local(host) => {
+                let mut service_env = env.service.env.clone();
+                service_env.push(("SORAT_SLOT".to_owned(), SLOT_NAMES[slot].to_owned()));
+                let spec = ServiceSpec {
+                    host: host.name().to_owned(),
+                    release,
+                    command: env.service.command.clone(),
+                    working_dir: host.release_path(release),
+                    port,
+                    env: service_env,
+                    restart: env.service.restart.clone(),
+                };
+                Running::Local(Supervisor::start(spec, self.lines.clone()))
+            }
+            // The host's supervisor stops whatever else ran in that slot first.
+            SlotHost::Ssh(host) => Running::Remote(
+                host.start_slot(slot, release, &env.service, port, self.lines.clone())
+                    .await
+                    .map_err(|error| error.to_string())?,
+            ),
         };
-        let supervisor = Supervisor::start(spec, self.lines.clone());
-        let states = supervisor.watch();
+        let states = service.watch();
         state.preview = Some(SlotService {
             slot,
             release,
-            supervisor,
+            service,
         });
         Ok((states, port, false))
+    }
+
+    /// Sends the router's new connections to slot `slot` (none: closes them at once).
+    async fn route_to(&self, slots: &Slots, slot: Option<usize>) -> Result<(), String> {
+        match (&self.place, slot) {
+            (Place::Ssh(host), Some(slot)) => {
+                let binary = host.router_binary().ok_or_else(|| {
+                    format!(
+                        "host {} has no router executable to run (SshHost::with_router)",
+                        host.name()
+                    )
+                })?;
+                let listen = std::net::SocketAddr::new(slots.config.listen, self.port);
+                host.route(binary, listen, slots.config.ports[slot])
+                    .await
+                    .map_err(|error| error.to_string())
+            }
+            (Place::Ssh(_), None) => Ok(()),
+            _ => {
+                let backend = slot.map(|slot| {
+                    std::net::SocketAddr::from(([127, 0, 0, 1], slots.config.ports[slot]))
+                });
+                slots
+                    .router
+                    .route(backend)
+                    .await
+                    .map_err(|error| error.to_string())
+            }
+        }
     }
 
     /// Makes the slot running `release` the one that serves: the router sends new
@@ -781,7 +863,7 @@ impl Target {
             *self.service.lock().await = Some(Running::Remote(host.watch_service()));
             return Ok(());
         }
-        let (slots, host) = self.slotted()?;
+        let (slots, _) = self.slotted()?;
         let mut service = self.service.lock().await;
         let mut state = slots.state.lock().await;
         let preview = match state.preview.take() {
@@ -791,50 +873,98 @@ impl Target {
                 return Err(format!("release {release} is not running in a slot"));
             }
         };
-        let backend =
-            std::net::SocketAddr::from(([127, 0, 0, 1], slots.config.ports[preview.slot]));
-        let before = slots.router.backend();
-        if let Err(error) = slots.router.route(Some(backend)).await {
+        let before = state.active;
+        if let Err(error) = self.route_to(slots, Some(preview.slot)).await {
             state.preview = Some(preview);
-            return Err(error.to_string());
+            return Err(error);
         }
-        let switch_host = host.clone();
-        if let Err(error) = blocking_release(move || switch_host.switch(release)).await {
-            let _ = slots.router.route(before).await;
+        if let Err(error) = self.switch(release).await {
+            if let Err(back) = self.route_to(slots, before).await {
+                tracing::warn!(host = %self.name(), error = %back, "cannot route back after a failed switch");
+            }
             state.preview = Some(preview);
             return Err(format!("cannot switch to release {release}: {error}"));
         }
         let old_slot = state.active.replace(preview.slot);
-        let old = service.replace(Running::Local(preview.supervisor));
-        if let (Some(slot), Some(Running::Local(supervisor))) = (old_slot, old) {
-            let old_release = supervisor.spec().release;
+        let old_release = state.active_release.replace(release);
+        let old = service.replace(preview.service);
+        if let (Some(slot), Some(old_release), Some(old)) = (old_slot, old_release, old) {
             state.generation += 1;
             state.standby = Some(SlotService {
                 slot,
                 release: old_release,
-                supervisor,
+                service: old,
             });
-            let generation = state.generation;
-            let slots = Arc::clone(slots);
-            let grace = env.service.stop_grace;
-            let host_name = self.name().to_owned();
-            tokio::spawn(async move {
-                tokio::time::sleep(slots.config.scale_down_delay).await;
-                let standby = {
-                    let mut state = slots.state.lock().await;
-                    if state.generation != generation {
-                        return;
-                    }
-                    state.standby.take()
-                };
-                if let Some(standby) = standby {
-                    tracing::info!(host = %host_name, release = standby.release, slot = SLOT_NAMES[standby.slot], "scale-down delay over: stopping the release that served before");
-                    standby.supervisor.stop(grace).await;
-                }
-            });
+            self.scale_down_later(slots, state.generation, env.service.stop_grace);
         }
         tracing::info!(host = %self.name(), release, slot = SLOT_NAMES[preview.slot], "traffic switched");
         Ok(())
+    }
+
+    /// Stops the standby after the scale-down delay, unless the slots changed meanwhile
+    /// (`generation`).
+    fn scale_down_later(&self, slots: &Arc<Slots>, generation: u64, grace: Duration) {
+        let slots = Arc::clone(slots);
+        let ssh = self.ssh_host().cloned();
+        let host_name = self.name().to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(slots.config.scale_down_delay).await;
+            let standby = {
+                let mut state = slots.state.lock().await;
+                if state.generation != generation {
+                    return;
+                }
+                state.standby.take()
+            };
+            if let Some(standby) = standby {
+                tracing::info!(host = %host_name, release = standby.release, slot = SLOT_NAMES[standby.slot], "scale-down delay over: stopping the release that served before");
+                standby.stop(ssh.as_deref(), grace).await;
+            }
+        });
+    }
+
+    /// Finds an SSH target's slots as a Sorat that ran before left them: when the router
+    /// runs and routes to a slot that runs `number`, they are watched again (the other
+    /// slot's release, if it runs, as the standby, stopped after the scale-down delay) and
+    /// true is returned.
+    async fn attach_slots(
+        &self,
+        env: &Environment,
+        host: &Arc<SshHost>,
+        slots: &Arc<Slots>,
+        number: u32,
+    ) -> Result<bool, DeployError> {
+        let found = host.slot_status().await?;
+        let Some(active) = found
+            .routed_port
+            .and_then(|port| slots.config.ports.iter().position(|slot| *slot == port))
+        else {
+            return Ok(false);
+        };
+        if found.slots[active] != Some(number) {
+            return Ok(false);
+        }
+        let serving = host.attach_slot(active, number, self.lines.clone()).await?;
+        let standby = match found.slots[1 - active] {
+            Some(release) => Some(SlotService {
+                slot: 1 - active,
+                release,
+                service: Running::Remote(host.attach_slot(1 - active, release, None).await?),
+            }),
+            None => None,
+        };
+        let mut service = self.service.lock().await;
+        let mut state = slots.state.lock().await;
+        *service = Some(Running::Remote(serving));
+        state.active = Some(active);
+        state.active_release = Some(number);
+        state.generation += 1;
+        if let Some(standby) = standby {
+            state.standby = Some(standby);
+            self.scale_down_later(slots, state.generation, env.service.stop_grace);
+        }
+        tracing::info!(host = %self.name(), release = number, slot = SLOT_NAMES[active], "the slots run on the host: watching them");
+        Ok(true)
     }
 
     /// Stops a release started in a slot and never switched to.
@@ -848,7 +978,7 @@ impl Target {
         if let Some(slots) = &self.slots {
             let preview = slots.state.lock().await.preview.take();
             if let Some(preview) = preview {
-                preview.supervisor.stop(grace).await;
+                preview.stop(self.ssh_host().map(Arc::as_ref), grace).await;
             }
         }
     }
@@ -856,15 +986,38 @@ impl Target {
     /// Stops every slot's service and the router.
     async fn stop_slots(&self, slots: &Slots, grace: Duration) -> StopOutcome {
         let running = self.service.lock().await.take();
-        let (preview, standby) = {
+        let (active, preview, standby) = {
             let mut state = slots.state.lock().await;
-            state.active = None;
+            state.active_release = None;
             state.generation += 1;
-            (state.preview.take(), state.standby.take())
+            (
+                state.active.take(),
+                state.preview.take(),
+                state.standby.take(),
+            )
         };
+        if let Place::Ssh(host) = &self.place {
+            // Everything on the host, watched or not (a Sorat that ran before may have left
+            // it): the router first, so no connection reaches a slot being stopped.
+            let stop = |result: Result<StopOutcome, ReleaseError>| {
+                result.unwrap_or_else(|error| {
+                    tracing::warn!(host = %host.name(), %error, "stopping the slots");
+                    StopOutcome::NotRunning
+                })
+            };
+            stop(host.stop_router(grace).await);
+            let mut outcome = StopOutcome::NotRunning;
+            for slot in 0..2 {
+                let stopped = stop(host.stop_slot(slot, grace).await);
+                if Some(slot) == active {
+                    outcome = stopped;
+                }
+            }
+            return outcome;
+        }
         slots.router.close().await;
         for other in [preview, standby].into_iter().flatten() {
-            other.supervisor.stop(grace).await;
+            other.stop(None, grace).await;
         }
         match running {
             Some(Running::Local(supervisor)) => supervisor.stop(grace).await,
@@ -1719,11 +1872,22 @@ pub(crate) async fn ready_in_slot(
         // It was serving or already checked: one answer says it still does.
         health.success_threshold = 1;
     }
-    let working_dir = target
-        .host()
-        .map(|host| host.release_path(release))
-        .unwrap_or_default();
-    let probe = ProbeTarget::local(port, working_dir);
+    let probe = match &target.place {
+        Place::Ssh(host) => ProbeTarget {
+            address: host.target().address.clone(),
+            port,
+            working_dir: PathBuf::from(host.release_path(release)),
+            remote: Some(Arc::clone(host)),
+            agent: None,
+        },
+        _ => ProbeTarget::local(
+            port,
+            target
+                .host()
+                .map(|host| host.release_path(release))
+                .unwrap_or_default(),
+        ),
+    };
     let result = tokio::select! {
         result = wait_healthy(&health, &probe) => result.map(drop).map_err(|error| error.to_string()),
         reason = gave_up(states) => Err(format!("the service would not stay up: {reason}")),

@@ -294,7 +294,12 @@ async fn attempt(
         }
         Probe::Command { command } => match &target.remote {
             Some(host) => host
-                .probe_command(command, target.port, limit)
+                .probe_command(
+                    command,
+                    &target.working_dir.to_string_lossy(),
+                    target.port,
+                    limit,
+                )
                 .await
                 .map_err(|(message, timed_out)| Failure { message, timed_out }),
             None => run_command(command, target, limit).await,

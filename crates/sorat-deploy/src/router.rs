@@ -3,6 +3,10 @@
 //! one assignment. Connections already open stay with the slot they started on until they
 //! close (the old slot keeps running for the scale-down delay, so they can finish).
 //!
+//! On an SSH host the same router runs as a process of its own ([`serve_folder`], the
+//! hidden `sorat __route` command, uploaded by Sorat and kept up by the remote supervisor):
+//! Sorat writes the wanted slot to a file and sends SIGHUP; the router answers in another.
+//!
 //! Written here rather than taken from a crate: what is needed is an accept loop and
 //! `tokio::io::copy_bidirectional` per connection with a switchable backend, a few dozen
 //! lines over tokio; the proxies on crates.io are HTTP reverse proxies with their own
@@ -96,6 +100,78 @@ impl Drop for Router {
             task.abort();
         }
     }
+}
+
+/// The file (in a router's folder) that says where new connections go: `PORT TOKEN`.
+pub const BACKEND_FILE: &str = "backend";
+/// The file a folder router writes once it routes as [`BACKEND_FILE`] says: the same line.
+pub const ROUTED_FILE: &str = "routed";
+/// The file a folder router writes its process id to once it handles SIGHUP.
+pub const PID_FILE: &str = "router.pid";
+
+/// Reads `dir/backend` (`PORT TOKEN`, the slot's port on 127.0.0.1 and a token naming the
+/// request) and routes there; returns the line it routes by. A missing file is no backend.
+async fn apply_backend_file(router: &Router, dir: &std::path::Path) -> std::io::Result<String> {
+    let line = match tokio::fs::read_to_string(dir.join(BACKEND_FILE)).await {
+        Ok(text) => text.trim().to_owned(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => return Err(error),
+    };
+    let backend = match line.split_whitespace().next() {
+        None => None,
+        Some(port) => {
+            let port: u16 = port.parse().map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{BACKEND_FILE} starts with `{port}`, not a port"),
+                )
+            })?;
+            Some(SocketAddr::from(([127, 0, 0, 1], port)))
+        }
+    };
+    router.route(backend).await?;
+    write_atomically(&dir.join(ROUTED_FILE), &format!("{line}\n")).await?;
+    Ok(line)
+}
+
+async fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    tokio::fs::write(&temporary, text).await?;
+    tokio::fs::rename(&temporary, path).await
+}
+
+/// Runs a router on `listen` driven by the files in `dir`, as an SSH host's router process
+/// does: it routes as `backend` says at start and on every SIGHUP, confirming each time in
+/// `routed`, and ends on SIGTERM or SIGINT (removing `router.pid`). A backend it cannot
+/// apply at start (its port taken, a bad file) ends it with the error, and its supervisor
+/// restarts it; later, one it cannot apply leaves the route as it was, unconfirmed.
+pub async fn serve_folder(dir: &std::path::Path, listen: SocketAddr) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let router = Router::new(listen);
+    // The pid is written once SIGHUP is handled: a signal sent earlier would end the process.
+    write_atomically(&dir.join(PID_FILE), &format!("{}\n", std::process::id())).await?;
+    let result = async {
+        let line = apply_backend_file(&router, dir).await?;
+        tracing::info!(%listen, backend = %line, "router started");
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => match apply_backend_file(&router, dir).await {
+                    Ok(line) => tracing::info!(backend = %line, "router switched"),
+                    // Sorat sees no confirmation and says so; the route stays as it was.
+                    Err(error) => tracing::warn!(%error, "router: cannot apply the backend file"),
+                },
+                _ = terminate.recv() => return Ok(()),
+                _ = interrupt.recv() => return Ok(()),
+            }
+        }
+    }
+    .await;
+    router.close().await;
+    let _ = tokio::fs::remove_file(dir.join(PID_FILE)).await;
+    result
 }
 
 async fn serve(
@@ -237,6 +313,42 @@ mod tests {
         let read = new.read(&mut buffer).await.unwrap();
         assert_eq!(&buffer[..read], b"green:c");
         assert_eq!(router.open_connections(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_folder_router_follows_its_backend_file_on_each_hangup() {
+        let blue = named_server("blue").await;
+        let green = named_server("green").await;
+        let dir = tempfile::tempdir().unwrap();
+        let router = Router::new(loopback());
+        let write = |port: u16, token: &str| {
+            std::fs::write(dir.path().join(BACKEND_FILE), format!("{port} {token}\n")).unwrap();
+        };
+        // No file yet: nothing is routed and nothing listens.
+        assert_eq!(apply_backend_file(&router, dir.path()).await.unwrap(), "");
+        assert!(TcpStream::connect(router.listen()).await.is_err());
+        write(blue.port(), "a");
+        assert_eq!(
+            apply_backend_file(&router, dir.path()).await.unwrap(),
+            format!("{} a", blue.port())
+        );
+        assert_eq!(ask(router.listen()).await.unwrap(), "blue");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(ROUTED_FILE)).unwrap(),
+            format!("{} a\n", blue.port())
+        );
+        write(green.port(), "b");
+        apply_backend_file(&router, dir.path()).await.unwrap();
+        assert_eq!(ask(router.listen()).await.unwrap(), "green");
+        // A bad file is an error and changes nothing.
+        std::fs::write(dir.path().join(BACKEND_FILE), "green b\n").unwrap();
+        let error = apply_backend_file(&router, dir.path()).await.unwrap_err();
+        assert!(error.to_string().contains("not a port"), "{error}");
+        assert_eq!(ask(router.listen()).await.unwrap(), "green");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(ROUTED_FILE)).unwrap(),
+            format!("{} b\n", green.port())
+        );
     }
 
     #[tokio::test]

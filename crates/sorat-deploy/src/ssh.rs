@@ -72,6 +72,44 @@ pub struct SshHost {
     log_limit: u64,
     /// The connection and when it was last used.
     session: Mutex<Option<(Arc<Session>, std::time::Instant)>>,
+    /// The name of the router executable known to be on the host.
+    router_uploaded: Mutex<Option<String>>,
+    /// The executable a blue-green router runs on the host (Sorat's own).
+    router_binary: Option<PathBuf>,
+}
+
+/// What runs in a blue-green SSH target's units, as [`SshHost::slot_status`] read it.
+#[derive(Debug, Default)]
+pub(crate) struct RemoteSlots {
+    /// The slot port the router confirmed last, when the router runs.
+    pub(crate) routed_port: Option<u16>,
+    /// The release running in each slot, when one runs.
+    pub(crate) slots: [Option<u32>; 2],
+}
+
+/// The SHA-256 (hex) of an executable, read once per process (Sorat's own is large).
+async fn executable_digest(path: &Path) -> Result<String, ReleaseError> {
+    static KNOWN: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    if let Ok(known) = KNOWN.lock()
+        && let Some((_, hex)) = known.iter().find(|(known, _)| known == path)
+    {
+        return Ok(hex.clone());
+    }
+    let owned = path.to_path_buf();
+    let io_error = |source| ReleaseError::Io {
+        action: "cannot read the router executable",
+        path: path.to_path_buf(),
+        source,
+    };
+    let digest = tokio::task::spawn_blocking(move || crate::release::digest_file(&owned))
+        .await
+        .map_err(|error| io_error(std::io::Error::other(error.to_string())))?
+        .map_err(io_error)?;
+    let hex = digest.trim_start_matches("sha256:").to_owned();
+    if let Ok(mut known) = KNOWN.lock() {
+        known.push((path.to_path_buf(), hex.clone()));
+    }
+    Ok(hex)
 }
 
 /// How long the master connection stays after its last command: a Sorat that ends without
@@ -101,6 +139,15 @@ impl Ran {
         }
     }
 }
+
+/// The folder (under a host's root) of a target's service: its supervisor's `pid`, `state`,
+/// `release` and `log`.
+const SERVICE_UNIT: &str = "service";
+/// The folders of a blue-green target's two slots' services, as [`SERVICE_UNIT`].
+const SLOT_UNITS: [&str; 2] = ["slots/blue", "slots/green"];
+/// The folder of a blue-green target's router: its supervisor's files, the uploaded
+/// executable, and the router's own (`backend`, `routed`, `router.pid`).
+const ROUTER_UNIT: &str = "router";
 
 /// `sh -c` prefix shared by every remote script: fail on the first error, `R` is the root;
 /// `hash FILE` prints a file's SHA-256 in hex (OpenSSL's when the host has it: it uses the
@@ -150,17 +197,18 @@ for L in "$B"/.cache-list.*; do
 done
 "#;
 
-/// The supervisor loop, run detached on the host. Arguments after the root: release, port,
-/// command, initial/max backoff in ms, reset-after in s, max rapid failures, then `K=V`
-/// environment pairs.
-const SUPERVISOR: &str = r#"R=$1; N=$2; P=$3; C=$4; D0=$5; DMAX=$6; RESET=$7; MAX=$8; shift 8
-S="$R/service"
+/// The supervisor loop, run detached on the host. Arguments after the root: its unit's
+/// folder and the working folder (both under the root), release, port, command,
+/// initial/max backoff in ms, reset-after in s, max rapid failures, then `K=V` environment
+/// pairs.
+const SUPERVISOR: &str = r#"R=$1; U=$2; W=$3; N=$4; P=$5; C=$6; D0=$7; DMAX=$8; RESET=$9; MAX=${10}; shift 10
+S="$R/$U"
 state() { printf '%s\n' "$*" > "$S/state.tmp" && mv "$S/state.tmp" "$S/state"; }
 failures=0; delay=$D0
 while :; do
   state starting $((failures + 1))
   started=$(date +%s)
-  (cd "$R/current" && exec env "$@" PORT="$P" SORAT_RELEASE="$N" sh -c "$C") &
+  (cd "$R/$W" && exec env "$@" PORT="$P" SORAT_RELEASE="$N" sh -c "$C") &
   child=$!
   state running $child
   set +e; wait $child; code=$?; set -e
@@ -208,6 +256,8 @@ impl SshHost {
             target,
             log_limit: LOG_LIMIT,
             session: Mutex::new(None),
+            router_uploaded: Mutex::new(None),
+            router_binary: None,
         }
     }
 
@@ -215,6 +265,19 @@ impl SshHost {
     pub fn with_log_limit(mut self, bytes: u64) -> SshHost {
         self.log_limit = bytes.max(1);
         self
+    }
+
+    /// Runs blue-green slots behind `binary`, Sorat's own executable, uploaded to the host
+    /// and started there as its router (`sorat __route`); the host must be able to run it
+    /// (the same OS and architecture).
+    pub fn with_router(mut self, binary: PathBuf) -> SshHost {
+        self.router_binary = Some(binary);
+        self
+    }
+
+    /// The executable a blue-green router runs on the host, when one was given.
+    pub fn router_binary(&self) -> Option<&Path> {
+        self.router_binary.as_deref()
     }
 
     /// The host's name.
@@ -230,6 +293,14 @@ impl SshHost {
     /// The folder of the `current` release on the host, for command probes.
     pub fn current_path(&self) -> String {
         format!("{}/current", self.target.dir.trim_end_matches('/'))
+    }
+
+    /// The folder of release `number` on the host.
+    pub fn release_path(&self, number: u32) -> String {
+        format!(
+            "{}/releases/{number}",
+            self.target.dir.trim_end_matches('/')
+        )
     }
 
     async fn session(&self) -> Result<Arc<Session>, ReleaseError> {
@@ -942,13 +1013,53 @@ fi"#,
         port: u16,
         lines: Option<mpsc::Sender<ServiceLine>>,
     ) -> Result<RemoteService, ReleaseError> {
+        self.start_unit(SERVICE_UNIT, "current", number, service, port, &[], lines)
+            .await
+    }
+
+    /// Starts release `number` in blue-green slot `slot` (0 blue, 1 green) on `port`, run
+    /// from its release folder with `SORAT_SLOT` set, stopping what ran there first.
+    pub(crate) async fn start_slot(
+        self: &Arc<Self>,
+        slot: usize,
+        number: u32,
+        service: &ServiceConfig,
+        port: u16,
+        lines: Option<mpsc::Sender<ServiceLine>>,
+    ) -> Result<RemoteService, ReleaseError> {
+        let slot_env = format!("SORAT_SLOT={}", crate::deploy::SLOT_NAMES[slot]);
+        self.start_unit(
+            SLOT_UNITS[slot],
+            &format!("releases/{number}"),
+            number,
+            service,
+            port,
+            &[&slot_env],
+            lines,
+        )
+        .await
+    }
+
+    /// Starts `command` of `service` under the remote supervisor in the folder `unit`
+    /// (under the root), run from `workdir` with `PORT` = `port`.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_unit(
+        self: &Arc<Self>,
+        unit: &'static str,
+        workdir: &str,
+        number: u32,
+        service: &ServiceConfig,
+        port: u16,
+        extra_env: &[&str],
+        lines: Option<mpsc::Sender<ServiceLine>>,
+    ) -> Result<RemoteService, ReleaseError> {
         let ServiceConfig {
             command,
             env,
             restart,
             stop_grace,
         } = service;
-        self.stop_service(*stop_grace).await?;
+        self.stop_unit(unit, *stop_grace).await?;
         let number_text = number.to_string();
         let port_text = port.to_string();
         let initial = restart.initial_backoff.as_millis().max(1).to_string();
@@ -961,6 +1072,8 @@ fi"#,
             .collect();
         let mut args: Vec<&str> = vec![
             SUPERVISOR,
+            unit,
+            workdir,
             &number_text,
             &port_text,
             command,
@@ -970,13 +1083,15 @@ fi"#,
             &failures,
         ];
         args.extend(env_pairs.iter().map(String::as_str));
+        args.extend(extra_env.iter().copied());
         let started = self
             .run_ok(
                 "cannot start the service",
                 r#"L=$1; shift
-S="$R/service"
+S="$R/$1"
 mkdir -p "$S"
 rm -f "$S/stopping" "$S/state"
+printf '%s\n' "$3" > "$S/release"
 : >> "$S/log"
 wc -c < "$S/log"
 setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
@@ -987,15 +1102,33 @@ echo $! > "$S/pid""#,
             .await?;
         // What the new release writes starts here in its log.
         let log_start: i64 = started.trim().parse().unwrap_or(-1);
-        let (sender, receiver) = watch::channel(ServiceState::Starting { attempt: 1 });
-        let poller = tokio::spawn(poll_state(Arc::clone(self), sender));
-        let tail =
-            lines.map(|lines| tokio::spawn(tail_log(Arc::clone(self), number, lines, log_start)));
-        Ok(RemoteService {
+        Ok(self.watch_unit(
+            unit,
+            ServiceState::Starting { attempt: 1 },
+            number,
+            lines,
+            log_start,
+        ))
+    }
+
+    /// Watches `unit`'s states (and its log from `log_start`, when `lines` is given).
+    fn watch_unit(
+        self: &Arc<Self>,
+        unit: &'static str,
+        state: ServiceState,
+        number: u32,
+        lines: Option<mpsc::Sender<ServiceLine>>,
+        log_start: i64,
+    ) -> RemoteService {
+        let (sender, receiver) = watch::channel(state);
+        let poller = tokio::spawn(poll_state(Arc::clone(self), unit, sender));
+        let tail = lines
+            .map(|lines| tokio::spawn(tail_log(Arc::clone(self), unit, number, lines, log_start)));
+        RemoteService {
             states: receiver,
             poller,
             tail,
-        })
+        }
     }
 
     /// Watches the service that runs on the host, if one does (it outlived Sorat): returns
@@ -1019,25 +1152,38 @@ if alive "$pid"; then echo alive; fi"#,
         if out.trim() != "alive" {
             return Ok(None);
         }
-        let state = self.read_state().await?;
-        let (sender, receiver) = watch::channel(state);
-        let poller = tokio::spawn(poll_state(Arc::clone(self), sender));
-        let tail = lines.map(|lines| tokio::spawn(tail_log(Arc::clone(self), number, lines, -1)));
+        let state = self.read_state(SERVICE_UNIT).await?;
         tracing::info!(host = %self.name(), release = number, "the service runs on the host: watching it");
-        Ok(Some(RemoteService {
-            states: receiver,
-            poller,
-            tail,
-        }))
+        Ok(Some(self.watch_unit(
+            SERVICE_UNIT,
+            state,
+            number,
+            lines,
+            -1,
+        )))
     }
 
     /// Stops the service: SIGTERM to its process group, SIGKILL after `grace`.
     pub async fn stop_service(&self, grace: Duration) -> Result<StopOutcome, ReleaseError> {
+        self.stop_unit(SERVICE_UNIT, grace).await
+    }
+
+    /// Stops what a blue-green slot runs, as [`SshHost::stop_service`].
+    pub(crate) async fn stop_slot(
+        &self,
+        slot: usize,
+        grace: Duration,
+    ) -> Result<StopOutcome, ReleaseError> {
+        self.stop_unit(SLOT_UNITS[slot], grace).await
+    }
+
+    /// Stops the supervised process group of `unit`: SIGTERM, SIGKILL after `grace`.
+    async fn stop_unit(&self, unit: &str, grace: Duration) -> Result<StopOutcome, ReleaseError> {
         let grace_ms = grace.as_millis().to_string();
         let out = self
             .run_ok(
                 "cannot stop the service",
-                r#"G=$1; S="$R/service"
+                r#"G=$1; S="$R/$2"
 [ -f "$S/pid" ] || { echo not-running; exit 0; }
 pid=$(cat "$S/pid")
 touch "$S/stopping"
@@ -1052,7 +1198,7 @@ while alive "$pid"; do
   sleep 0.02; waited=$((waited + 20))
 done
 rm -f "$S/pid"; echo stopped > "$S/state"; echo terminated"#,
-                &[&grace_ms],
+                &[&grace_ms, unit],
                 None,
             )
             .await?;
@@ -1063,19 +1209,210 @@ rm -f "$S/pid"; echo stopped > "$S/state"; echo terminated"#,
         })
     }
 
-    /// Runs a command probe in the `current` folder with `PORT` set, cut after `limit`.
+    /// What runs in a blue-green target's units on the host, in one round trip: for the
+    /// router and each slot, whether it is alive and its release; and the line the router
+    /// last confirmed.
+    pub(crate) async fn slot_status(&self) -> Result<RemoteSlots, ReleaseError> {
+        let out = self
+            .run_ok(
+                "cannot read the slots' state",
+                r#"for U in "$@"; do
+  S="$R/$U"; a=dead
+  if [ -f "$S/pid" ] && alive "$(cat "$S/pid")"; then a=alive; fi
+  n=$(cat "$S/release" 2>/dev/null || echo 0)
+  printf '%s %s\n' "$a" "${n:-0}"
+done
+cat "$R/router/routed" 2>/dev/null || echo"#,
+                &[ROUTER_UNIT, SLOT_UNITS[0], SLOT_UNITS[1]],
+                None,
+            )
+            .await?;
+        let mut lines = out.lines();
+        let mut unit = || {
+            let line = lines.next().unwrap_or_default();
+            let (alive, release) = line.split_once(' ').unwrap_or((line, "0"));
+            (alive == "alive", release.trim().parse::<u32>().unwrap_or(0))
+        };
+        let (router_alive, _) = unit();
+        let blue = unit();
+        let green = unit();
+        let routed_port = lines
+            .next()
+            .and_then(|line| line.split_whitespace().next())
+            .and_then(|port| port.parse().ok());
+        Ok(RemoteSlots {
+            routed_port: routed_port.filter(|_| router_alive),
+            slots: [blue, green].map(|(alive, release)| alive.then_some(release)),
+        })
+    }
+
+    /// Watches a slot's service that runs on the host (it outlived Sorat).
+    pub(crate) async fn attach_slot(
+        self: &Arc<Self>,
+        slot: usize,
+        number: u32,
+        lines: Option<mpsc::Sender<ServiceLine>>,
+    ) -> Result<RemoteService, ReleaseError> {
+        let state = self.read_state(SLOT_UNITS[slot]).await?;
+        Ok(self.watch_unit(SLOT_UNITS[slot], state, number, lines, -1))
+    }
+
+    /// Sends the host's new connections on `listen` to the slot on `port`: writes the
+    /// router's backend file and signals the router (starting it under the supervisor when
+    /// it does not run, after uploading `binary`, Sorat's own executable, when the host
+    /// lacks it), then waits for the router to confirm.
+    pub(crate) async fn route(
+        &self,
+        binary: &Path,
+        listen: std::net::SocketAddr,
+        port: u16,
+    ) -> Result<(), ReleaseError> {
+        let executable = self.router_executable(binary).await?;
+        let command = format!("exec ./{executable} __route --listen '{listen}' --dir .");
+        let spec = format!("{executable} {listen}");
+        let port_text = port.to_string();
+        let restart = crate::service::RestartPolicy::default();
+        let initial = restart.initial_backoff.as_millis().max(1).to_string();
+        let max = restart.max_backoff.as_millis().max(1).to_string();
+        let reset = restart.reset_after.as_secs().max(1).to_string();
+        let failures = restart.max_rapid_failures.max(1).to_string();
+        let args = [
+            port_text.as_str(),
+            spec.as_str(),
+            SUPERVISOR,
+            ROUTER_UNIT,
+            ROUTER_UNIT,
+            "0",
+            port_text.as_str(),
+            command.as_str(),
+            initial.as_str(),
+            max.as_str(),
+            reset.as_str(),
+            failures.as_str(),
+        ];
+        let ran = self
+            .run(
+                "cannot switch the router",
+                r#"P=$1; SPEC=$2; L=$3; shift 3
+S="$R/router"
+mkdir -p "$S"
+T="$P $$.$(date +%s%N)"
+printf '%s\n' "$T" > "$S/backend.tmp" && mv "$S/backend.tmp" "$S/backend"
+up=
+if [ -f "$S/pid" ] && alive "$(cat "$S/pid")"; then up=1; fi
+if [ -n "$up" ] && [ "$(cat "$S/spec" 2>/dev/null)" != "$SPEC" ]; then
+  # Another executable or address: the old router goes first.
+  g=$(cat "$S/pid"); touch "$S/stopping"; kill -TERM -"$g" 2>/dev/null || true
+  w=0; while alive "$g" && [ "$w" -lt 100 ]; do sleep 0.02; w=$((w + 1)); done
+  kill -KILL -"$g" 2>/dev/null || true; up=
+fi
+# SIGHUP goes to the router only: a pid left by one that crashed may be another process's.
+hup() {
+  p=$(cat "$S/router.pid" 2>/dev/null) || return 0
+  case "$(ps -o args= -p "$p" 2>/dev/null || echo __route)" in *__route*) kill -HUP "$p" 2>/dev/null || true ;; esac
+}
+if [ -n "$up" ]; then
+  hup
+else
+  rm -f "$S/stopping" "$S/state" "$S/router.pid"
+  printf '%s\n' "$SPEC" > "$S/spec"
+  setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
+  echo $! > "$S/pid"
+fi
+w=0
+while [ "$(cat "$S/routed" 2>/dev/null)" != "$T" ]; do
+  if [ "$w" -ge 500 ]; then
+    echo "the router did not confirm the switch within 10s; its log ends:" >&2
+    tail -n 5 "$S/log" >&2
+    exit 7
+  fi
+  # A router that has not yet handled SIGHUP reads the file when it starts.
+  if [ "$w" -eq 50 ] && [ -n "$up" ]; then hup; fi
+  sleep 0.02; w=$((w + 1))
+done"#,
+                &args,
+                None,
+            )
+            .await?;
+        if ran.code == Some(0) {
+            return Ok(());
+        }
+        Err(remote_error(
+            self.name(),
+            "cannot switch the router",
+            ran.failure(),
+        ))
+    }
+
+    /// Stops the blue-green router on the host.
+    pub(crate) async fn stop_router(&self, grace: Duration) -> Result<StopOutcome, ReleaseError> {
+        self.stop_unit(ROUTER_UNIT, grace).await
+    }
+
+    /// The name of Sorat's executable in the router's folder on the host, uploaded there
+    /// (checked by its digest) when it is missing.
+    async fn router_executable(&self, binary: &Path) -> Result<String, ReleaseError> {
+        let hex = executable_digest(binary).await?;
+        let name = format!("sorat-{}", &hex[..16]);
+        let mut known = self.router_uploaded.lock().await;
+        if known.as_deref() == Some(name.as_str()) {
+            return Ok(name);
+        }
+        let present = self
+            .run_ok(
+                "cannot upload the router",
+                r#"[ -x "$R/router/$1" ] && echo present || true"#,
+                &[&name],
+                None,
+            )
+            .await?;
+        if present.trim() == "present" {
+            *known = Some(name.clone());
+            return Ok(name);
+        }
+        let ran = self
+            .run(
+                "cannot upload the router",
+                r#"H=$1; F="$R/router/$2"
+mkdir -p "$R/router"
+t="$F.tmp.$$"
+trap 'rm -f "$t"' EXIT
+cat > "$t" || { echo "cannot write $t (is the disk full?)" >&2; exit 5; }
+fsync "$t"
+sum=$(hash "$t")
+if [ "$sum" != "$H" ]; then echo "digest mismatch: expected sha256:$H, got sha256:$sum" >&2; exit 6; fi
+chmod 755 "$t"; mv "$t" "$F"
+trap - EXIT"#,
+                &[&hex, &name],
+                Some(Input::File(binary)),
+            )
+            .await?;
+        if ran.code != Some(0) {
+            return Err(remote_error(
+                self.name(),
+                "cannot upload the router",
+                ran.failure(),
+            ));
+        }
+        *known = Some(name.clone());
+        Ok(name)
+    }
+
+    /// Runs a command probe in the folder `dir` on the host (the `current` folder, or a
+    /// slot's release) with `PORT` set, cut after `limit`.
     pub async fn probe_command(
         &self,
         command: &str,
+        dir: &str,
         port: u16,
         limit: Duration,
     ) -> Result<(), (String, bool)> {
         let port_text = port.to_string();
         let limit_text = format!("{:.3}", limit.as_secs_f64().max(0.001));
-        let args = [port_text.as_str(), limit_text.as_str(), command];
+        let args = [port_text.as_str(), limit_text.as_str(), command, dir];
         let run = self.run(
             "cannot run the health command",
-            r#"cd "$R/current" && PORT="$1" exec timeout -s KILL "$2" sh -c "$3""#,
+            r#"cd "$4" && PORT="$1" exec timeout -s KILL "$2" sh -c "$3""#,
             &args,
             None,
         );
@@ -1092,13 +1429,13 @@ rm -f "$S/pid"; echo stopped > "$S/state"; echo terminated"#,
         }
     }
 
-    /// Reads the supervisor's state file.
-    async fn read_state(&self) -> Result<ServiceState, ReleaseError> {
+    /// Reads the state file of `unit`'s supervisor.
+    async fn read_state(&self, unit: &str) -> Result<ServiceState, ReleaseError> {
         let out = self
             .run_ok(
                 "cannot read the service's state",
-                "cat \"$R/service/state\" 2>/dev/null || true",
-                &[],
+                "cat \"$R/$1/state\" 2>/dev/null || true",
+                &[unit],
                 None,
             )
             .await?;
@@ -1196,7 +1533,7 @@ impl Drop for RemoteService {
 }
 
 /// Reads the remote state quickly while the service starts, then every few seconds.
-async fn poll_state(host: Arc<SshHost>, sender: watch::Sender<ServiceState>) {
+async fn poll_state(host: Arc<SshHost>, unit: &'static str, sender: watch::Sender<ServiceState>) {
     let started = tokio::time::Instant::now();
     loop {
         let pause = if started.elapsed() < Duration::from_secs(120) {
@@ -1205,7 +1542,7 @@ async fn poll_state(host: Arc<SshHost>, sender: watch::Sender<ServiceState>) {
             Duration::from_secs(5)
         };
         tokio::time::sleep(pause).await;
-        match host.read_state().await {
+        match host.read_state(unit).await {
             Ok(state) => {
                 let ended = matches!(state, ServiceState::Failed { .. } | ServiceState::Stopped);
                 sender.send_if_modified(|old| {
@@ -1241,7 +1578,13 @@ const LOG_LIMIT: u64 = 16 * 1024 * 1024;
 /// release; stdout and stderr share the file, so lines are marked stdout). It reads what was
 /// appended every second with a short command — no command stays open on the host, so the
 /// connection's master can end when Sorat is gone (a `tail -F` left running kept it alive).
-async fn tail_log(host: Arc<SshHost>, release: u32, lines: mpsc::Sender<ServiceLine>, from: i64) {
+async fn tail_log(
+    host: Arc<SshHost>,
+    unit: &'static str,
+    release: u32,
+    lines: mpsc::Sender<ServiceLine>,
+    from: i64,
+) {
     // -1: start at the end (only what is written from now on).
     let mut offset: i64 = from;
     let mut pending: Vec<u8> = Vec::new();
@@ -1251,7 +1594,7 @@ async fn tail_log(host: Arc<SshHost>, release: u32, lines: mpsc::Sender<ServiceL
         let read = host
             .run(
                 "cannot read the service's log",
-                r#"f="$R/service/log"
+                r#"f="$R/$4/log"
 [ -f "$f" ] || { echo "0 0"; exit 0; }
 size=$(wc -c < "$f")
 o=$1
@@ -1270,6 +1613,7 @@ tail -c +$((o + 1)) "$f" | head -c "$n""#,
                     &offset_text,
                     &host.log_limit.to_string(),
                     &LOG_CHUNK.to_string(),
+                    unit,
                 ],
                 None,
             )

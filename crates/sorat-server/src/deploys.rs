@@ -345,8 +345,8 @@ impl EnvironmentState {
                         slots.as_ref(),
                         &config.strategy,
                     ),
-                    TargetPlace::Ssh(ssh) => Target::ssh(
-                        SshHost::new(SshTarget {
+                    TargetPlace::Ssh(ssh) => {
+                        let mut host = SshHost::new(SshTarget {
                             name,
                             address: ssh.host.clone(),
                             port: ssh.ssh_port,
@@ -356,9 +356,19 @@ impl EnvironmentState {
                             dir: ssh.dir.clone(),
                             connect_timeout: Duration::from_secs(10),
                             control_dir: std::env::temp_dir(),
-                        }),
-                        target.port,
-                    ),
+                        });
+                        // A blue-green host runs this very executable as its router.
+                        if ssh.slots.is_some()
+                            && let Ok(executable) = std::env::current_exe()
+                        {
+                            host = host.with_router(executable);
+                        }
+                        with_slots(
+                            Target::ssh(host, target.port),
+                            ssh.slots.as_ref(),
+                            &config.strategy,
+                        )
+                    }
                 }
             })
             .map(|target| match &sender {

@@ -79,6 +79,10 @@ enum Command {
     /// (internal) Kills the process groups of a process that died; see `reaper.rs`.
     #[command(name = "__reap", hide = true)]
     Reap,
+    /// (internal) The blue-green router of an SSH host, uploaded and started there by Sorat;
+    /// see `sorat_deploy::router::serve_folder`.
+    #[command(name = "__route", hide = true)]
+    Route(server::RouteArgs),
 }
 
 #[derive(Subcommand)]
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
             command: ExprCommand::Test { files, verbose },
         } => expr::test(&files, verbose),
         Command::Reap => reaper::reap(),
+        Command::Route(args) => server::route(args),
         Command::Artifacts { command } => artifacts::command(command),
         Command::Deploy(args) => deploy::deploy(args),
         Command::Rollback(args) => deploy::rollback(args),

@@ -184,6 +184,32 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     sorat_config::duration::parse_duration(text).map_err(|error| error.to_string())
 }
 
+/// Arguments of the hidden `sorat __route`.
+#[derive(clap::Args)]
+pub(crate) struct RouteArgs {
+    /// The address and port to listen on.
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// The folder of its `backend`, `routed` and `router.pid` files.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
+/// `sorat __route`: an SSH host's blue-green router, until SIGTERM.
+pub(crate) fn route(args: RouteArgs) -> u8 {
+    init_logging(LogFormat::Text);
+    let Some(runtime) = runtime() else {
+        return exit::FAILURE;
+    };
+    match runtime.block_on(sorat_deploy::router::serve_folder(&args.dir, args.listen)) {
+        Ok(()) => exit::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, listen = %args.listen, "router stopped");
+            exit::FAILURE
+        }
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SORAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=warn"));

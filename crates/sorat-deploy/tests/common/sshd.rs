@@ -189,11 +189,13 @@ impl Drop for Sshd {
             .flatten()
             .flatten()
         {
-            if let Ok(pid) = std::fs::read_to_string(entry.path().join("service/pid")) {
-                let _ = Command::new("kill")
-                    .args(["-s", "KILL", "--", &format!("-{}", pid.trim())])
-                    .stderr(Stdio::null())
-                    .status();
+            for unit in ["service", "slots/blue", "slots/green", "router"] {
+                if let Ok(pid) = std::fs::read_to_string(entry.path().join(unit).join("pid")) {
+                    let _ = Command::new("kill")
+                        .args(["-s", "KILL", "--", &format!("-{}", pid.trim())])
+                        .stderr(Stdio::null())
+                        .status();
+                }
             }
         }
         let _ = self.child.kill();

@@ -878,3 +878,212 @@ fn blue_green_through_an_agent() {
         "{environments:#}"
     );
 }
+
+/// Blue-green on two SSH hosts: Sorat uploads its own executable to each host and runs it
+/// there as the router, under the host's supervisor. Each release starts in the idle slot
+/// and is checked there; a client asking both hosts the whole time gets every answer; a
+/// rollback within the scale-down delay switches back to the release still running; a
+/// release failing in its slot never serves; a server restart finds the slots and the
+/// router running and watches them.
+#[test]
+fn blue_green_on_ssh_hosts_through_sorats_router_there() {
+    let temp = tempfile::tempdir().unwrap();
+    let sshd = crate::sshd::Sshd::start();
+    let hosts: Vec<[u16; 3]> = (0..2)
+        .map(|_| [free_port(), free_port(), free_port()])
+        .collect();
+    let targets: String = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, [port, blue, green])| {
+            format!(
+                "      - name: web-{i}\n        ssh: {{ host: 127.0.0.1, ssh_port: {}, user: {}, key: {}, known_hosts: {}, dir: {}, port: {port}, slots: [{blue}, {green}] }}\n",
+                sshd.port,
+                sshd.user,
+                sshd.key.display(),
+                sshd.known_hosts.display(),
+                sshd.hosts_dir().join(format!("web{i}")).display()
+            )
+        })
+        .collect();
+    let config = format!(
+        "  []\nenvironments:\n  remote:\n    targets:\n{targets}    service: {{ command: exec python3 app.py, stop_grace: 5s }}\n    health: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 5s }}\n    strategy: {{ blue_green: {{ scale_down_delay: 10m }} }}\n"
+    );
+    let mut server = Server::start(temp.path(), "", &config);
+    let admin = server.admin();
+    for version in ["1", "2", "broken"] {
+        publish(&admin, version);
+    }
+    let host_dir = |i: usize| sshd.hosts_dir().join(format!("web{i}"));
+    let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    let deploy = |version: &str| {
+        admin.post(
+            "/api/v1/environments/remote/deploy",
+            json!({ "artifact": format!("app@{version}") }),
+        )
+    };
+    let slots_of = |i: usize| {
+        let (_, environments) = admin.get("/api/v1/environments");
+        environments["environments"][0]["hosts"][i]["slots"].clone()
+    };
+
+    let (status, body) = deploy("1");
+    assert_eq!(
+        status,
+        200,
+        "{body:#}\n{}\n{}",
+        server.log_text(),
+        sshd.log()
+    );
+    for (i, [port, blue, _]) in hosts.iter().enumerate() {
+        assert_eq!(version_on(*port).as_deref(), Some("1"));
+        assert_eq!(version_on(*blue).as_deref(), Some("1"), "release 1 in blue");
+        // The router is Sorat's own executable, uploaded once, named by its digest.
+        let uploaded: Vec<String> = std::fs::read_dir(host_dir(i).join("router"))
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("sorat-"))
+            .collect();
+        assert_eq!(uploaded.len(), 1, "{uploaded:?}");
+        let ours = std::fs::read(env!("CARGO_BIN_EXE_sorat")).unwrap();
+        assert!(
+            std::fs::read(host_dir(i).join("router").join(&uploaded[0])).unwrap() == ours,
+            "the uploaded router is not this sorat"
+        );
+    }
+    let router_pids: Vec<String> = (0..2)
+        .map(|i| read(host_dir(i).join("router/router.pid")))
+        .collect();
+
+    // Clients ask both hosts all along the deploy of 2 and the rollback.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let askers: Vec<_> = hosts
+        .iter()
+        .map(|[port, _, _]| {
+            let (stop, port) = (std::sync::Arc::clone(&stop), *port);
+            std::thread::spawn(move || {
+                let mut seen: Vec<Option<String>> = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    seen.push(version_on(port));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, body) = deploy("2");
+    assert_eq!(status, 200, "{body:#}\n{}", server.log_text());
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..2 {
+        let slots = slots_of(i);
+        assert_eq!(
+            slots["serving"],
+            json!({ "slot": "green", "release": 2 }),
+            "{slots:#}"
+        );
+        assert_eq!(
+            slots["standby"],
+            json!({ "slot": "blue", "release": 1 }),
+            "{slots:#}"
+        );
+        assert_eq!(
+            std::fs::read_link(host_dir(i).join("current")).unwrap(),
+            std::path::Path::new("releases/2")
+        );
+    }
+    let blue_pids: Vec<String> = (0..2)
+        .map(|i| read(host_dir(i).join("slots/blue/pid")))
+        .collect();
+    let (status, body) = admin.post("/api/v1/environments/remote/rollback", json!({}));
+    assert_eq!(status, 200, "{body:#}\n{}", server.log_text());
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for asker in askers {
+        let seen = asker.join().unwrap();
+        let failures = seen.iter().filter(|answer| answer.is_none()).count();
+        let mut versions: Vec<String> = Vec::new();
+        for answer in seen.iter().flatten() {
+            if versions.last() != Some(answer) {
+                versions.push(answer.clone());
+            }
+        }
+        assert_eq!(failures, 0, "{failures} of {} requests failed", seen.len());
+        assert_eq!(versions, ["1", "2", "1"], "{seen:?}");
+    }
+    // The rollback switched back to release 1, still running: its supervisors are the same.
+    for (i, blue_pid) in blue_pids.iter().enumerate() {
+        assert_eq!(&read(host_dir(i).join("slots/blue/pid")), blue_pid);
+        assert_eq!(
+            slots_of(i)["serving"],
+            json!({ "slot": "blue", "release": 1 })
+        );
+    }
+
+    // A release that fails in its slot never serves; the hosts stay on 1.
+    let (status, body) = deploy("broken");
+    assert_eq!(status, 409, "{body:#}");
+    assert_eq!(body["outcome"], "aborted", "{body:#}");
+    for (i, [port, _, _]) in hosts.iter().enumerate() {
+        assert_eq!(body["hosts"][i]["outcome"], "preview_failed", "{body:#}");
+        assert_eq!(version_on(*port).as_deref(), Some("1"));
+    }
+
+    // The slots and the routers run on the hosts: a server restart leaves them serving, and
+    // the new server watches them rather than starting anything.
+    server.terminate();
+    for [port, _, _] in &hosts {
+        assert_eq!(version_on(*port).as_deref(), Some("1"));
+    }
+    server.spawn();
+    let started = Instant::now();
+    while server
+        .log_text()
+        .matches("the slots run on the host: watching them")
+        .count()
+        < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (i, (router_pid, blue_pid)) in router_pids.iter().zip(&blue_pids).enumerate() {
+        assert_eq!(&read(host_dir(i).join("router/router.pid")), router_pid);
+        assert_eq!(&read(host_dir(i).join("slots/blue/pid")), blue_pid);
+        assert_eq!(
+            slots_of(i)["serving"],
+            json!({ "slot": "blue", "release": 1 })
+        );
+    }
+    let (status, body) = deploy("2");
+    assert_eq!(status, 200, "{body:#}\n{}", server.log_text());
+    for [port, _, green] in &hosts {
+        assert_eq!(version_on(*port).as_deref(), Some("2"));
+        assert_eq!(version_on(*green).as_deref(), Some("2"));
+    }
+
+    // A router killed with SIGKILL is started again by its supervisor on the host, and
+    // routes as its file says.
+    let [port, _, _] = hosts[0];
+    let killed = read(host_dir(0).join("router/router.pid"));
+    let status = Command::new("kill")
+        .args(["-KILL", killed.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    while version_on(port).as_deref() != Some("2") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the router did not come back: {}",
+            read(host_dir(0).join("router/log"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(read(host_dir(0).join("router/router.pid")), killed);
+    // The routers and slots go when `sshd` is dropped.
+}
