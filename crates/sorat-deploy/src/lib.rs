@@ -10,7 +10,7 @@
 //! - [`health`]: [`HealthCheck`] (HTTP, TCP or command probes, interval, timeout, success
 //!   threshold) and [`wait_healthy`].
 //! - [`ssh`]: [`SshHost`], the same layout on a host over OpenSSH, its service under a
-//!   detached `sh` supervisor there.
+//!   detached `sh` supervisor there (and, for blue-green, its two slots and the router).
 //! - [`agent`]: `agent` targets, both ends: the server's `AgentHost` and the agent's
 //!   `HostExecutor`, speaking `HostOp`s.
 //! - [`router`]: the TCP router that switches a blue-green target's traffic between slots.
