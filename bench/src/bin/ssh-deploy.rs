@@ -29,7 +29,10 @@
 //! A `sync` (untimed) runs before each timed step, so neither side flushes the other's dirty
 //! pages. Old releases are removed between rounds (untimed) to keep disk use bounded. Then
 //! rollbacks alternate between the last two releases: `rollback(&env, &targets, Some(n))`
-//! against the peer's `ln -sfn` + restart + the same health wait. Unless `--no-breakdown`,
+//! against the peer's `ln -sfn` + restart + the same health wait. Then the same rollbacks
+//! on three more Sorat hosts run blue-green (`slots`, a 10-minute scale-down delay, Sorat's
+//! router on each host: the `sorat` executable beside this one, or `--sorat`): each rollback
+//! is a switch of the routers back to the release still running. Unless `--no-breakdown`,
 //! each round also times, on three hosts at once, the steps Sorat's prepare is made of
 //! (upload through ssh's stdin, hashing, fsync, `cp`, `sync -f`) next to `scp` alone.
 //!
@@ -55,9 +58,9 @@ use sorat_bench::report::{Table, median, millis, percentile, ratio};
 use sorat_bench::rng::SplitMix64;
 use sorat_bench::server::free_port;
 use sorat_deploy::{
-    DeployReport, Environment, HealthCheck, Outcome, Phase, Probe, ReleaseFile, ReleaseMeta,
-    ReleaseSpec, RestartPolicy, ServiceConfig, SshHost, SshTarget, Strategy, Target, deploy,
-    rollback,
+    BlueGreenSlots, DeployReport, Environment, HealthCheck, Outcome, Phase, Probe, ReleaseFile,
+    ReleaseMeta, ReleaseSpec, RestartPolicy, ServiceConfig, SshHost, SshTarget, Strategy, Target,
+    deploy, rollback,
 };
 
 const SSHD: &str = "/usr/sbin/sshd";
@@ -135,6 +138,10 @@ struct Args {
     /// (see `SUBREAPER`): the stops then wait for PID 1 to reap them.
     #[arg(long)]
     no_subreaper: bool,
+    /// The `sorat` executable the blue-green hosts run as their router (default: the one
+    /// beside this bench, as `cargo build --release -p sorat -p sorat-bench` leaves it).
+    #[arg(long)]
+    sorat: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -329,7 +336,13 @@ struct Services {
 impl Drop for Services {
     fn drop(&mut self) {
         for host in &self.hosts {
-            for file in ["service/pid", "service.pid"] {
+            for file in [
+                "service/pid",
+                "service.pid",
+                "slots/blue/pid",
+                "slots/green/pid",
+                "router/pid",
+            ] {
                 let Ok(text) = std::fs::read_to_string(host.join(file)) else {
                     continue;
                 };
@@ -969,20 +982,28 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let sorat_dirs: Vec<PathBuf> = (0..HOSTS)
         .map(|i| hosts_dir.join(format!("s{i}")))
         .collect();
+    let blue_green_dirs: Vec<PathBuf> = (0..HOSTS)
+        .map(|i| hosts_dir.join(format!("b{i}")))
+        .collect();
     let peer_dirs: Vec<PathBuf> = (0..HOSTS)
         .map(|i| hosts_dir.join(format!("p{i}")))
         .collect();
     let scratch: Vec<String> = (0..HOSTS)
         .map(|i| hosts_dir.join(format!("x{i}")).display().to_string())
         .collect();
-    for dir in peer_dirs.iter().chain(&sorat_dirs) {
+    for dir in peer_dirs.iter().chain(&sorat_dirs).chain(&blue_green_dirs) {
         sshd.make_dir(dir)?;
     }
     for dir in &scratch {
         sshd.make_dir(Path::new(dir))?;
     }
     let _services = Services {
-        hosts: sorat_dirs.iter().chain(&peer_dirs).cloned().collect(),
+        hosts: sorat_dirs
+            .iter()
+            .chain(&peer_dirs)
+            .chain(&blue_green_dirs)
+            .cloned()
+            .collect(),
     };
 
     // Inputs: the service (the same in every release) and a folder for the artifacts.
@@ -1179,6 +1200,93 @@ fn run(args: &Args) -> anyhow::Result<()> {
     sorat.stop();
     drop(peer);
 
+    // Blue-green rollbacks: two releases of a small artifact on three more hosts, then
+    // rollbacks between them, each a switch back to the release still running.
+    let router = match &args.sorat {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench's folder")?
+            .join("sorat"),
+    };
+    if !router.exists() {
+        bail!(
+            "{} is missing: build it (`cargo build --release -p sorat -p sorat-bench`) or give --sorat",
+            router.display()
+        );
+    }
+    let blue_green = Sorat {
+        runtime: sorat.runtime,
+        dirs: blue_green_dirs.clone(),
+        env: environment(),
+        targets: blue_green_dirs
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| {
+                Ok(Target::ssh(
+                    SshHost::new(sshd.target(&format!("b{i}"), dir)).with_router(router.clone()),
+                    free_port()?,
+                )
+                .with_slots(BlueGreenSlots {
+                    ports: [free_port()?, free_port()?],
+                    listen: std::net::IpAddr::from([127, 0, 0, 1]),
+                    scale_down_delay: Duration::from_secs(600),
+                }))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let small = src.join("small.bin");
+    let small_digest = write_artifact(&small, 1 << 20, 7)?;
+    for number in [1, 2] {
+        let started = Instant::now();
+        let report = blue_green.runtime.block_on(deploy(
+            &blue_green.env,
+            &blue_green.targets,
+            &release(number, &small, &small_digest, &service),
+            Strategy::BlueGreen {
+                pre_promotion: None,
+                auto_promote: true,
+            },
+        ));
+        if report.outcome != Outcome::Succeeded {
+            bail!("Sorat's blue-green deploy of release {number}: {report:#?}");
+        }
+        eprintln!(
+            "blue-green release {number} deployed in {}",
+            millis(started.elapsed())
+        );
+    }
+    let mut blue_green_rollbacks = Vec::new();
+    for round in 0..args.rollbacks {
+        sync();
+        let to = if round % 2 == 0 { 1 } else { 2 };
+        let started = Instant::now();
+        let report = blue_green.runtime.block_on(rollback(
+            &blue_green.env,
+            &blue_green.targets,
+            Some(to),
+        ))?;
+        let wall = started.elapsed();
+        if report.outcome != Outcome::Succeeded {
+            bail!("Sorat's blue-green rollback to {to}: {report:#?}");
+        }
+        // A switch back, not a start: the release was still running.
+        let restarted = report.hosts.iter().any(|host| {
+            host.timings.iter().any(|timing| {
+                timing.phase == Phase::RollbackHealth && timing.duration > Duration::from_secs(1)
+            })
+        });
+        if restarted {
+            bail!("a blue-green rollback waited for a start-up: {report:#?}");
+        }
+        blue_green_rollbacks.push(SoratRun {
+            wall,
+            report,
+            cached: Duration::ZERO,
+        });
+    }
+    blue_green.stop();
+
     // The report.
     let walls = |runs: &[SoratRun]| runs.iter().map(|run| run.wall).collect::<Vec<_>>();
     let phases = |runs: &[SoratRun], phases: &[Phase]| {
@@ -1366,11 +1474,24 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "peer's own part (switch + restart commands, slowest host)",
         &peer_own,
     );
+    let blue_green_wall = walls(&blue_green_rollbacks);
+    let blue_green_switch = phases(&blue_green_rollbacks, &[Phase::RollbackSwitch]);
+    row(
+        &mut table,
+        "Sorat blue-green: rollback() → routers switched back",
+        &blue_green_wall,
+    );
+    row(
+        &mut table,
+        "Sorat blue-green: router switch + `current` (slowest host)",
+        &blue_green_switch,
+    );
     print!("{}", table.render());
     println!(
-        "\nSorat ÷ peer (medians): whole rollback {}, own part {}.",
+        "\nSorat ÷ peer (medians): whole rollback {}, own part {}; blue-green rollback {}.",
         ratio(median(&sorat_wall), median(&peer_wall)),
         ratio(median(&sorat_own), median(&peer_own)),
+        ratio(median(&blue_green_wall), median(&peer_wall)),
     );
     Ok(())
 }

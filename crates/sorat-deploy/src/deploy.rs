@@ -823,8 +823,31 @@ impl Target {
         Ok((states, port, false))
     }
 
-    /// Sends the router's new connections to slot `slot` (none: closes them at once).
-    async fn route_to(&self, slots: &Slots, slot: Option<usize>) -> Result<(), String> {
+    /// Whether `release` runs in one of this target's slots without serving (known to this
+    /// process: not for an agent target, whose agent knows).
+    async fn slot_runs(&self, release: u32) -> bool {
+        let Some(slots) = &self.slots else {
+            return false;
+        };
+        let state = slots.state.lock().await;
+        [&state.preview, &state.standby]
+            .into_iter()
+            .flatten()
+            .any(|occupant| {
+                occupant.release == release
+                    && matches!(occupant.service.state(), ServiceState::Running { .. })
+            })
+    }
+
+    /// Sends the router's new connections to slot `slot` (none: closes them at once), then
+    /// points `current` at release `current`, when given (on an SSH host, in the same round
+    /// trip).
+    async fn route_to(
+        &self,
+        slots: &Slots,
+        slot: Option<usize>,
+        current: Option<u32>,
+    ) -> Result<(), String> {
         match (&self.place, slot) {
             (Place::Ssh(host), Some(slot)) => {
                 let binary = host.router_binary().ok_or_else(|| {
@@ -834,7 +857,7 @@ impl Target {
                     )
                 })?;
                 let listen = std::net::SocketAddr::new(slots.config.listen, self.port);
-                host.route(binary, listen, slots.config.ports[slot])
+                host.route(binary, listen, slots.config.ports[slot], current)
                     .await
                     .map_err(|error| error.to_string())
             }
@@ -847,7 +870,14 @@ impl Target {
                     .router
                     .route(backend)
                     .await
-                    .map_err(|error| error.to_string())
+                    .map_err(|error| error.to_string())?;
+                match current {
+                    Some(number) => self
+                        .switch(number)
+                        .await
+                        .map_err(|error| format!("cannot switch to release {number}: {error}")),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -874,16 +904,16 @@ impl Target {
             }
         };
         let before = state.active;
-        if let Err(error) = self.route_to(slots, Some(preview.slot)).await {
-            state.preview = Some(preview);
-            return Err(error);
-        }
-        if let Err(error) = self.switch(release).await {
-            if let Err(back) = self.route_to(slots, before).await {
+        if let Err(error) = self
+            .route_to(slots, Some(preview.slot), Some(release))
+            .await
+        {
+            // The router may have switched before `current` could not: it goes back.
+            if let Err(back) = self.route_to(slots, before, None).await {
                 tracing::warn!(host = %self.name(), error = %back, "cannot route back after a failed switch");
             }
             state.preview = Some(preview);
-            return Err(format!("cannot switch to release {release}: {error}"));
+            return Err(error);
         }
         let old_slot = state.active.replace(preview.slot);
         let old_release = state.active_release.replace(release);
@@ -1754,8 +1784,11 @@ async fn activate(
     };
     let mut timings = Vec::new();
     if target.slots.is_some() {
+        // A release still running in a slot keeps the configuration it was started with.
         let env = match switch_phase {
-            Phase::RollbackSwitch => recorded_env(env, target, number).await,
+            Phase::RollbackSwitch if !target.slot_runs(number).await => {
+                recorded_env(env, target, number).await
+            }
             _ => Cow::Borrowed(env),
         };
         if let Err(error) = ready_in_slot(

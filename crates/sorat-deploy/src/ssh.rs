@@ -173,6 +173,55 @@ alive() {
 }
 "#;
 
+/// Points `current` at release `$N` (checked to exist first): a new symlink renamed over it,
+/// then flushed.
+const SWITCH_CURRENT: &str = r#"ln -sfn "releases/$N" "$R/.current.tmp"
+mv -T "$R/.current.tmp" "$R/current"
+fsync "$R""#;
+
+/// The switch of a blue-green SSH target's router, the front of [`SshHost::route`]'s script:
+/// writes the wanted slot to `router/backend` with a token, signals the router (or starts it
+/// under the supervisor `$L`, replacing one that runs another executable or address) and
+/// waits until `router/routed` holds the same line.
+const ROUTE: &str = r#"P=$1; SPEC=$2; N=$3; L=$4; shift 4
+[ -z "$N" ] || [ -d "$R/releases/$N" ] || exit 3
+S="$R/router"
+mkdir -p "$S"
+T="$P $$.$(date +%s%N)"
+printf '%s\n' "$T" > "$S/backend.tmp" && mv "$S/backend.tmp" "$S/backend"
+up=
+if [ -f "$S/pid" ] && alive "$(cat "$S/pid")"; then up=1; fi
+if [ -n "$up" ] && [ "$(cat "$S/spec" 2>/dev/null)" != "$SPEC" ]; then
+  # Another executable or address: the old router goes first.
+  g=$(cat "$S/pid"); touch "$S/stopping"; kill -TERM -"$g" 2>/dev/null || true
+  w=0; while alive "$g" && [ "$w" -lt 100 ]; do sleep 0.02; w=$((w + 1)); done
+  kill -KILL -"$g" 2>/dev/null || true; up=
+fi
+# SIGHUP goes to the router only: a pid left by one that crashed may be another process's.
+hup() {
+  p=$(cat "$S/router.pid" 2>/dev/null) || return 0
+  case "$(ps -o args= -p "$p" 2>/dev/null || echo __route)" in *__route*) kill -HUP "$p" 2>/dev/null || true ;; esac
+}
+if [ -n "$up" ]; then
+  hup
+else
+  rm -f "$S/stopping" "$S/state" "$S/router.pid"
+  printf '%s\n' "$SPEC" > "$S/spec"
+  setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
+  echo $! > "$S/pid"
+fi
+w=0
+while [ "$(cat "$S/routed" 2>/dev/null)" != "$T" ]; do
+  if [ "$w" -ge 2000 ]; then
+    echo "the router did not confirm the switch within 10s; its log ends:" >&2
+    tail -n 5 "$S/log" >&2
+    exit 7
+  fi
+  # A router that has not yet handled SIGHUP reads the file when it starts.
+  if [ "$w" -eq 200 ] && [ -n "$up" ]; then hup; fi
+  sleep 0.005; w=$((w + 1))
+done"#;
+
 /// The detached job that puts releases' uploaded files into the cache, started by the prune
 /// after a deploy: for each list a prepare left (`.cache-list.<n>`, taken by renaming it so
 /// that two jobs never share one), each file is copied to a temporary file, hashed again and
@@ -825,11 +874,7 @@ trap - EXIT"#,
         let ran = self
             .run(
                 "cannot switch current",
-                r#"N=$1
-[ -d "$R/releases/$N" ] || exit 3
-ln -sfn "releases/$N" "$R/.current.tmp"
-mv -T "$R/.current.tmp" "$R/current"
-fsync "$R""#,
+                &format!("N=$1\n[ -d \"$R/releases/$N\" ] || exit 3\n{SWITCH_CURRENT}"),
                 &[&number_text],
                 None,
             )
@@ -1260,17 +1305,21 @@ cat "$R/router/routed" 2>/dev/null || echo"#,
     /// Sends the host's new connections on `listen` to the slot on `port`: writes the
     /// router's backend file and signals the router (starting it under the supervisor when
     /// it does not run, after uploading `binary`, Sorat's own executable, when the host
-    /// lacks it), then waits for the router to confirm.
+    /// lacks it), then waits for the router to confirm; then, in the same round trip, points
+    /// `current` at release `current` when one is given (checked to exist before anything).
     pub(crate) async fn route(
         &self,
         binary: &Path,
         listen: std::net::SocketAddr,
         port: u16,
+        current: Option<u32>,
     ) -> Result<(), ReleaseError> {
         let executable = self.router_executable(binary).await?;
         let command = format!("exec ./{executable} __route --listen '{listen}' --dir .");
         let spec = format!("{executable} {listen}");
         let port_text = port.to_string();
+        let current_text = current.map(|number| number.to_string()).unwrap_or_default();
+        let script = format!("{ROUTE}\n[ -n \"$N\" ] || exit 0\n{SWITCH_CURRENT}");
         let restart = crate::service::RestartPolicy::default();
         let initial = restart.initial_backoff.as_millis().max(1).to_string();
         let max = restart.max_backoff.as_millis().max(1).to_string();
@@ -1279,6 +1328,7 @@ cat "$R/router/routed" 2>/dev/null || echo"#,
         let args = [
             port_text.as_str(),
             spec.as_str(),
+            current_text.as_str(),
             SUPERVISOR,
             ROUTER_UNIT,
             ROUTER_UNIT,
@@ -1291,57 +1341,20 @@ cat "$R/router/routed" 2>/dev/null || echo"#,
             failures.as_str(),
         ];
         let ran = self
-            .run(
-                "cannot switch the router",
-                r#"P=$1; SPEC=$2; L=$3; shift 3
-S="$R/router"
-mkdir -p "$S"
-T="$P $$.$(date +%s%N)"
-printf '%s\n' "$T" > "$S/backend.tmp" && mv "$S/backend.tmp" "$S/backend"
-up=
-if [ -f "$S/pid" ] && alive "$(cat "$S/pid")"; then up=1; fi
-if [ -n "$up" ] && [ "$(cat "$S/spec" 2>/dev/null)" != "$SPEC" ]; then
-  # Another executable or address: the old router goes first.
-  g=$(cat "$S/pid"); touch "$S/stopping"; kill -TERM -"$g" 2>/dev/null || true
-  w=0; while alive "$g" && [ "$w" -lt 100 ]; do sleep 0.02; w=$((w + 1)); done
-  kill -KILL -"$g" 2>/dev/null || true; up=
-fi
-# SIGHUP goes to the router only: a pid left by one that crashed may be another process's.
-hup() {
-  p=$(cat "$S/router.pid" 2>/dev/null) || return 0
-  case "$(ps -o args= -p "$p" 2>/dev/null || echo __route)" in *__route*) kill -HUP "$p" 2>/dev/null || true ;; esac
-}
-if [ -n "$up" ]; then
-  hup
-else
-  rm -f "$S/stopping" "$S/state" "$S/router.pid"
-  printf '%s\n' "$SPEC" > "$S/spec"
-  setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
-  echo $! > "$S/pid"
-fi
-w=0
-while [ "$(cat "$S/routed" 2>/dev/null)" != "$T" ]; do
-  if [ "$w" -ge 500 ]; then
-    echo "the router did not confirm the switch within 10s; its log ends:" >&2
-    tail -n 5 "$S/log" >&2
-    exit 7
-  fi
-  # A router that has not yet handled SIGHUP reads the file when it starts.
-  if [ "$w" -eq 50 ] && [ -n "$up" ]; then hup; fi
-  sleep 0.02; w=$((w + 1))
-done"#,
-                &args,
-                None,
-            )
+            .run("cannot switch the router", &script, &args, None)
             .await?;
-        if ran.code == Some(0) {
-            return Ok(());
+        match (ran.code, current) {
+            (Some(0), _) => Ok(()),
+            (Some(3), Some(number)) => Err(ReleaseError::NotFound {
+                host: self.name().to_owned(),
+                number,
+            }),
+            _ => Err(remote_error(
+                self.name(),
+                "cannot switch the router",
+                ran.failure(),
+            )),
         }
-        Err(remote_error(
-            self.name(),
-            "cannot switch the router",
-            ran.failure(),
-        ))
     }
 
     /// Stops the blue-green router on the host.
