@@ -173,6 +173,26 @@ alive() {
 }
 "#;
 
+/// `stop_unit GRACE_MS FOLDER`: SIGTERM to the process group in `FOLDER/pid` (a unit's
+/// supervisor), SIGKILL after `GRACE_MS`; prints `not-running`, `terminated` or `killed`.
+const STOP_UNIT: &str = r#"stop_unit() {
+  G=$1; S=$2
+  [ -f "$S/pid" ] || { echo not-running; return 0; }
+  pid=$(cat "$S/pid")
+  touch "$S/stopping"
+  if ! alive "$pid"; then rm -f "$S/pid"; echo not-running; return 0; fi
+  kill -TERM -"$pid" 2>/dev/null || true
+  waited=0
+  while alive "$pid"; do
+    if [ "$waited" -ge "$G" ]; then
+      kill -KILL -"$pid" 2>/dev/null || true
+      rm -f "$S/pid"; echo stopped > "$S/state"; echo killed; return 0
+    fi
+    sleep 0.01; waited=$((waited + 10))
+  done
+  rm -f "$S/pid"; echo stopped > "$S/state"; echo terminated
+}"#;
+
 /// Points `current` at release `$N` (checked to exist first): a new symlink renamed over it,
 /// then flushed.
 const SWITCH_CURRENT: &str = r#"ln -sfn "releases/$N" "$R/.current.tmp"
@@ -186,40 +206,61 @@ fsync "$R""#;
 const ROUTE: &str = r#"P=$1; SPEC=$2; N=$3; L=$4; shift 4
 [ -z "$N" ] || [ -d "$R/releases/$N" ] || exit 3
 S="$R/router"
-mkdir -p "$S"
-T="$P $$.$(date +%s%N)"
+[ -d "$S" ] || mkdir -p "$S"
+# Builtins only where it can (this runs on every switch): `first FILE` reads a file's first
+# line into `line`.
+first() { { IFS= read -r line < "$1"; } 2>/dev/null || line=; }
+# The token: this shell's pid (a stale `routed` holding the same one already routes there).
+T="$P $$"
 printf '%s\n' "$T" > "$S/backend.tmp" && mv "$S/backend.tmp" "$S/backend"
-up=
-if [ -f "$S/pid" ] && alive "$(cat "$S/pid")"; then up=1; fi
-if [ -n "$up" ] && [ "$(cat "$S/spec" 2>/dev/null)" != "$SPEC" ]; then
-  # Another executable or address: the old router goes first.
-  g=$(cat "$S/pid"); touch "$S/stopping"; kill -TERM -"$g" 2>/dev/null || true
-  w=0; while alive "$g" && [ "$w" -lt 100 ]; do sleep 0.02; w=$((w + 1)); done
-  kill -KILL -"$g" 2>/dev/null || true; up=
-fi
-# SIGHUP goes to the router only: a pid left by one that crashed may be another process's.
-hup() {
-  p=$(cat "$S/router.pid" 2>/dev/null) || return 0
-  case "$(ps -o args= -p "$p" 2>/dev/null || echo __route)" in *__route*) kill -HUP "$p" 2>/dev/null || true ;; esac
+# The router is the process in router.pid when that runs `__route` (a pid left by one that
+# crashed may be another process's).
+first "$S/router.pid"; rp=$line
+is_router() {
+  [ -n "$rp" ] || return 1
+  if [ -d /proc/self ]; then
+    grep -q -a __route "/proc/$rp/cmdline" 2>/dev/null
+  else
+    case "$(ps -o args= -p "$rp" 2>/dev/null)" in *__route*) return 0 ;; *) return 1 ;; esac
+  fi
 }
-if [ -n "$up" ]; then
-  hup
+up=
+if is_router; then
+  up=1
 else
+  # Between two runs of the router its supervisor still runs: the next run reads the file.
+  first "$S/pid"; [ -n "$line" ] && alive "$line" && up=1
+  rp=
+fi
+first "$S/spec"
+if [ -n "$up" ] && [ "$line" != "$SPEC" ]; then
+  # Another executable or address: the old router goes first.
+  first "$S/pid"; g=$line; touch "$S/stopping"; kill -TERM -"$g" 2>/dev/null || true
+  w=0; while alive "$g" && [ "$w" -lt 100 ]; do sleep 0.02; w=$((w + 1)); done
+  kill -KILL -"$g" 2>/dev/null || true; up=; rp=
+fi
+if [ -z "$up" ]; then
   rm -f "$S/stopping" "$S/state" "$S/router.pid"
   printf '%s\n' "$SPEC" > "$S/spec"
   setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
   echo $! > "$S/pid"
+elif [ -n "$rp" ]; then
+  kill -HUP "$rp" 2>/dev/null || true
 fi
 w=0
-while [ "$(cat "$S/routed" 2>/dev/null)" != "$T" ]; do
-  if [ "$w" -ge 2000 ]; then
+while first "$S/routed"; [ "$line" != "$T" ]; do
+  if [ "$w" -ge 5000 ]; then
     echo "the router did not confirm the switch within 10s; its log ends:" >&2
     tail -n 5 "$S/log" >&2
     exit 7
   fi
-  # A router that has not yet handled SIGHUP reads the file when it starts.
-  if [ "$w" -eq 200 ] && [ -n "$up" ]; then hup; fi
-  sleep 0.005; w=$((w + 1))
+  # A router started meanwhile (its pid written once it handles SIGHUP) gets the signal too;
+  # one that starts reads the file anyway.
+  if [ "$w" -eq 250 ]; then
+    first "$S/router.pid"; rp=$line
+    if is_router; then kill -HUP "$rp" 2>/dev/null || true; fi
+  fi
+  sleep 0.002; w=$((w + 1))
 done"#;
 
 /// The detached job that puts releases' uploaded files into the cache, started by the prune
@@ -1104,7 +1145,7 @@ fi"#,
             restart,
             stop_grace,
         } = service;
-        self.stop_unit(unit, *stop_grace).await?;
+        let grace_ms = stop_grace.as_millis().to_string();
         let number_text = number.to_string();
         let port_text = port.to_string();
         let initial = restart.initial_backoff.as_millis().max(1).to_string();
@@ -1116,6 +1157,7 @@ fi"#,
             .map(|(key, value)| format!("{key}={value}"))
             .collect();
         let mut args: Vec<&str> = vec![
+            &grace_ms,
             SUPERVISOR,
             unit,
             workdir,
@@ -1129,10 +1171,11 @@ fi"#,
         ];
         args.extend(env_pairs.iter().map(String::as_str));
         args.extend(extra_env.iter().copied());
-        let started = self
-            .run_ok(
-                "cannot start the service",
-                r#"L=$1; shift
+        // What ran in this unit stops first, in the same round trip.
+        let script = format!(
+            r#"{STOP_UNIT}
+G=$1; L=$2; shift 2
+stop_unit "$G" "$R/$1" > /dev/null
 S="$R/$1"
 mkdir -p "$S"
 rm -f "$S/stopping" "$S/state"
@@ -1140,10 +1183,10 @@ printf '%s\n' "$3" > "$S/release"
 : >> "$S/log"
 wc -c < "$S/log"
 setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
-echo $! > "$S/pid""#,
-                &args,
-                None,
-            )
+echo $! > "$S/pid""#
+        );
+        let started = self
+            .run_ok("cannot start the service", &script, &args, None)
             .await?;
         // What the new release writes starts here in its log.
         let log_start: i64 = started.trim().parse().unwrap_or(-1);
@@ -1228,21 +1271,7 @@ if alive "$pid"; then echo alive; fi"#,
         let out = self
             .run_ok(
                 "cannot stop the service",
-                r#"G=$1; S="$R/$2"
-[ -f "$S/pid" ] || { echo not-running; exit 0; }
-pid=$(cat "$S/pid")
-touch "$S/stopping"
-if ! alive "$pid"; then rm -f "$S/pid"; echo not-running; exit 0; fi
-kill -TERM -"$pid" 2>/dev/null || true
-waited=0
-while alive "$pid"; do
-  if [ "$waited" -ge "$G" ]; then
-    kill -KILL -"$pid" 2>/dev/null || true
-    rm -f "$S/pid"; echo stopped > "$S/state"; echo killed; exit 0
-  fi
-  sleep 0.02; waited=$((waited + 20))
-done
-rm -f "$S/pid"; echo stopped > "$S/state"; echo terminated"#,
+                &format!("{STOP_UNIT}\nstop_unit \"$1\" \"$R/$2\""),
                 &[&grace_ms, unit],
                 None,
             )
