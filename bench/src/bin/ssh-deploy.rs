@@ -627,6 +627,7 @@ fn environment() -> Environment {
             attempt_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
             success_threshold: 1,
+            failure_threshold: 3,
         },
         // The new release, the one before (kept for rollbacks anyway) and one more: nothing
         // is removed inside the timed deploys; the bench prunes to two between them.

@@ -222,6 +222,9 @@ pub struct HealthConfig {
     pub timeout: Duration,
     /// `success_threshold` (default 1).
     pub success_threshold: u32,
+    /// `failure_threshold` (default 3): failed attempts in a row that fail a host in the
+    /// bake window.
+    pub failure_threshold: u32,
 }
 
 /// The kind of a health check.
@@ -1089,6 +1092,7 @@ impl Loader<'_> {
                 interval: Duration::from_millis(500),
                 timeout: Duration::from_secs(30),
                 success_threshold: 1,
+                failure_threshold: 3,
             },
         };
         let analyses = match analyses_node {
@@ -1589,6 +1593,7 @@ impl Loader<'_> {
         let interval = reader.get("interval");
         let timeout = reader.get("timeout");
         let threshold = reader.get("success_threshold");
+        let failures = reader.get("failure_threshold");
         reader.finish(self.diagnostics);
         let check = match (http, tcp, command) {
             (Some(http), None, None) => {
@@ -1630,6 +1635,8 @@ impl Loader<'_> {
             },
             timeout: self.at_least(timeout, "`health.timeout`", 30, 1),
             success_threshold: self.count(threshold, "`health.success_threshold`", 1, 1..=100)
+                as u32,
+            failure_threshold: self.count(failures, "`health.failure_threshold`", 3, 1..=100)
                 as u32,
         })
     }
@@ -1921,6 +1928,32 @@ mod tests {
             .map(|d| format!("{}: {}", d.location().unwrap_or_default(), d.message))
             .collect();
         (config, messages)
+    }
+
+    #[test]
+    fn health_thresholds_have_defaults_and_bounds() {
+        let config = |health: &str| {
+            load_text(&format!(
+                "environments:\n  web:\n    targets: [ {{ local: {{ dir: a, port: 9001 }} }} ]\n    service: {{ command: ./server }}\n{health}"
+            ))
+        };
+        let (loaded, messages) = config("");
+        assert!(messages.is_empty(), "{messages:?}");
+        let health = &loaded.unwrap().environments[0].health;
+        assert_eq!((health.success_threshold, health.failure_threshold), (1, 3));
+        let (loaded, messages) = config(
+            "    health: { http: { path: /healthz }, success_threshold: 2, failure_threshold: 5 }\n",
+        );
+        assert!(messages.is_empty(), "{messages:?}");
+        let health = &loaded.unwrap().environments[0].health;
+        assert_eq!((health.success_threshold, health.failure_threshold), (2, 5));
+        let (_, messages) = config("    health: { tcp: true, failure_threshold: 0 }\n");
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(
+            messages[0]
+                == "/etc/sorat/sorat.yaml:5:45: `health.failure_threshold` must be a whole number from 1 to 100",
+            "{messages:?}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::agent::AgentHost;
 use crate::analysis::{Analysis, AnalysisOutcome, AnalysisReport, MetricsSource};
-use crate::health::{HealthCheck, ProbeTarget, wait_healthy};
+use crate::health::{HealthCheck, ProbeTarget, probe_once, wait_healthy};
 use crate::release::{
     Host, ReleaseConfig, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord, ReleaseStatus,
 };
@@ -2055,30 +2055,42 @@ async fn watch_bake(
 ) -> (Result<(), String>, Option<AnalysisReport>) {
     let deadline = tokio::time::Instant::now() + bake.duration;
     let health = async {
+        // One attempt per host every interval; a host fails after `failure_threshold`
+        // failed attempts in a row, or at once when its supervisor gives up on the service.
+        let mut failed_in_a_row = vec![0u32; targets.len()];
         loop {
-            let results = join_all(targets.iter().map(|target| async move {
-                let mut single = env.health.clone();
-                single.success_threshold = 1;
-                let states = target.service_watch().await;
-                let probe = target.probe_target();
-                let checked = async {
-                    wait_healthy(&single, &probe)
-                        .await
-                        .map(drop)
-                        .map_err(|error| error.to_string())
-                };
-                let result = match states {
-                    Some(states) => tokio::select! {
-                        result = checked => result,
-                        reason = gave_up(states) => Err(format!("the service would not stay up: {reason}")),
-                    },
-                    None => checked.await,
-                };
-                result.map_err(|error| format!("host {}: {error}", target.name()))
+            let attempts = join_all(targets.iter().map(|target| async move {
+                if let Some(ServiceState::Failed { reason }) = target.service_state().await {
+                    return Err((format!("the service would not stay up: {reason}"), true));
+                }
+                probe_once(
+                    &env.health.probe,
+                    &target.probe_target(),
+                    env.health.attempt_timeout,
+                )
+                .await
+                .map_err(|(message, _)| (message, false))
             }))
             .await;
-            if let Some(error) = results.into_iter().find_map(Result::err) {
-                return Err(error);
+            for ((target, attempt), failed) in
+                targets.iter().zip(attempts).zip(&mut failed_in_a_row)
+            {
+                match attempt {
+                    Ok(()) => *failed = 0,
+                    Err((message, gave_up)) => {
+                        *failed += 1;
+                        let threshold = env.health.failure_threshold.max(1);
+                        if gave_up {
+                            return Err(format!("host {}: {message}", target.name()));
+                        }
+                        if *failed >= threshold {
+                            return Err(format!(
+                                "host {}: health check failed {failed} times in a row: {message}",
+                                target.name()
+                            ));
+                        }
+                    }
+                }
             }
             if tokio::time::Instant::now() + env.health.interval >= deadline {
                 return Ok(());

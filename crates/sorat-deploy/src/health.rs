@@ -49,11 +49,19 @@ pub struct HealthCheck {
     pub timeout: Duration,
     /// How many attempts in a row must pass.
     pub success_threshold: u32,
+    /// Once the service was healthy (a deploy's bake window), how many attempts in a row must
+    /// fail before the host counts as failed.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+}
+
+fn default_failure_threshold() -> u32 {
+    3
 }
 
 impl HealthCheck {
     /// An HTTP check of `path` expecting 200, every 200 ms, 2 s per attempt, 30 s in all, one
-    /// success needed.
+    /// success needed (three failures in a row, once healthy).
     pub fn http(path: impl Into<String>) -> HealthCheck {
         HealthCheck {
             probe: Probe::Http {
@@ -64,6 +72,7 @@ impl HealthCheck {
             attempt_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(30),
             success_threshold: 1,
+            failure_threshold: default_failure_threshold(),
         }
     }
 }

@@ -400,13 +400,18 @@ async fn a_failed_bake_switches_back_to_the_release_still_running() {
         duration: Duration::from_secs(10),
         analysis: None,
     });
-    // The bake counts a host failed when its check has not passed for this long.
-    env.health.timeout = Duration::from_secs(2);
+    // The bake counts a host failed after this many failed attempts in a row (each attempt
+    // one probe; the 20 s health timeout plays no part).
+    env.health.failure_threshold = 3;
     let report = fleet.deploy(&env, 2, "v2", "degrade", blue_green()).await;
     let Outcome::RolledBack { reason } = &report.outcome else {
         panic!("{report:#?}")
     };
-    assert!(reason.starts_with("bake window:"), "{reason}");
+    assert!(reason.starts_with("bake window: host h"), "{reason}");
+    assert!(
+        reason.contains("health check failed 3 times in a row: GET http://127.0.0.1:"),
+        "{reason}"
+    );
     for (index, target) in fleet.targets.iter().enumerate() {
         assert_eq!(
             target.serving_slot().await,

@@ -39,6 +39,7 @@ fn check(probe: Probe, threshold: u32, timeout_ms: u64) -> HealthCheck {
         attempt_timeout: Duration::from_millis(500),
         timeout: Duration::from_millis(timeout_ms),
         success_threshold: threshold,
+        failure_threshold: 3,
     }
 }
 

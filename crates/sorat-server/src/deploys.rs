@@ -310,6 +310,7 @@ impl EnvironmentState {
                 attempt_timeout: Duration::from_secs(2).min(config.health.timeout),
                 timeout: config.health.timeout,
                 success_threshold: config.health.success_threshold,
+                failure_threshold: config.health.failure_threshold,
             },
             keep_releases: config.keep_releases,
             bake,

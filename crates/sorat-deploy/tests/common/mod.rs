@@ -152,6 +152,7 @@ pub fn environment(health_timeout: Duration) -> Environment {
             attempt_timeout: Duration::from_secs(1),
             timeout: health_timeout,
             success_threshold: 2,
+            failure_threshold: 3,
         },
         keep_releases: 5,
         bake: None,
