@@ -125,6 +125,8 @@ const IDLE_CHECK: Duration = Duration::from_secs(60);
 /// What the remote `sh` writes to stdout and stderr, and how it ended.
 struct Ran {
     stdout: String,
+    /// The same, as the bytes it was.
+    stdout_bytes: Vec<u8>,
     stderr: String,
     code: Option<i32>,
 }
@@ -298,7 +300,7 @@ failures=0; delay=$D0
 while :; do
   state starting $((failures + 1))
   started=$(date +%s)
-  (cd "$R/$W" && exec env "$@" PORT="$P" SORAT_RELEASE="$N" sh -c "$C") &
+  (cd "$R/$W" && exec env "$@" PORT="$P" SORAT_RELEASE="$N" sh -c "$C" 2>> "$S/err") &
   child=$!
   state running $child
   set +e; wait $child; code=$?; set -e
@@ -566,6 +568,7 @@ impl SshHost {
         }
         Ok(Ran {
             stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+            stdout_bytes,
             stderr,
             code,
         })
@@ -1180,16 +1183,19 @@ S="$R/$1"
 mkdir -p "$S"
 rm -f "$S/stopping" "$S/state"
 printf '%s\n' "$3" > "$S/release"
-: >> "$S/log"
-wc -c < "$S/log"
+: >> "$S/log"; : >> "$S/err"
+echo "$(wc -c < "$S/log") $(wc -c < "$S/err")"
 setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
 echo $! > "$S/pid""#
         );
         let started = self
             .run_ok("cannot start the service", &script, &args, None)
             .await?;
-        // What the new release writes starts here in its log.
-        let log_start: i64 = started.trim().parse().unwrap_or(-1);
+        // What the new release writes starts here in its log and err.
+        let mut sizes = started
+            .split_whitespace()
+            .map(|size| size.parse::<i64>().unwrap_or(-1));
+        let log_start = [sizes.next().unwrap_or(-1), sizes.next().unwrap_or(-1)];
         Ok(self.watch_unit(
             unit,
             ServiceState::Starting { attempt: 1 },
@@ -1199,14 +1205,15 @@ echo $! > "$S/pid""#
         ))
     }
 
-    /// Watches `unit`'s states (and its log from `log_start`, when `lines` is given).
+    /// Watches `unit`'s states (and its `log` and `err` from the offsets `log_start`, -1 for
+    /// their ends, when `lines` is given).
     fn watch_unit(
         self: &Arc<Self>,
         unit: &'static str,
         state: ServiceState,
         number: u32,
         lines: Option<mpsc::Sender<ServiceLine>>,
-        log_start: i64,
+        log_start: [i64; 2],
     ) -> RemoteService {
         let (sender, receiver) = watch::channel(state);
         let poller = tokio::spawn(poll_state(Arc::clone(self), unit, sender));
@@ -1247,7 +1254,7 @@ if alive "$pid"; then echo alive; fi"#,
             state,
             number,
             lines,
-            -1,
+            [-1, -1],
         )))
     }
 
@@ -1328,7 +1335,7 @@ cat "$R/router/routed" 2>/dev/null || echo"#,
         lines: Option<mpsc::Sender<ServiceLine>>,
     ) -> Result<RemoteService, ReleaseError> {
         let state = self.read_state(SLOT_UNITS[slot]).await?;
-        Ok(self.watch_unit(SLOT_UNITS[slot], state, number, lines, -1))
+        Ok(self.watch_unit(SLOT_UNITS[slot], state, number, lines, [-1, -1]))
     }
 
     /// Sends the host's new connections on `listen` to the slot on `port`: writes the
@@ -1609,6 +1616,35 @@ async fn poll_state(host: Arc<SshHost>, unit: &'static str, sender: watch::Sende
     }
 }
 
+/// Reads what a unit's service appended to its `log` (stdout) and `err` (stderr). Arguments:
+/// the offset read up to in each (-1: none yet, start at the end), the size past which a file
+/// read to its end moves to `<file>.1`, the most read from one file at once, the unit. Prints
+/// `START COUNT START COUNT` (per file: where the bytes start and how many), then the bytes of
+/// `log`, then those of `err`.
+const LOG_READ: &str = r#"L=$3; C=$4; U="$R/$5"
+# `part FILE OFFSET` sets s (where to read from) and n (how many bytes) for one file.
+part() {
+  f=$1; o=$2; s=0; n=0
+  [ -f "$f" ] || return 0
+  size=$(wc -c < "$f")
+  if [ "$o" -lt 0 ]; then s=$size; return 0; fi
+  if [ "$size" -lt "$o" ]; then o=0; fi
+  # Everything read and the file past its limit: it goes to FILE.1 and starts over (what
+  # the service writes between the copy and the truncation, a few milliseconds, is lost).
+  if [ "$o" -eq "$size" ] && [ "$size" -gt "$L" ]; then
+    if cp "$f" "$f.1.tmp" && : > "$f" && mv "$f.1.tmp" "$f.1"; then return 0; fi
+  fi
+  # The bytes from o to the size measured above: the file only grows meanwhile.
+  s=$o; n=$((size - o)); [ "$n" -gt "$C" ] && n=$C
+  return 0
+}
+part "$U/log" "$1"; os=$s; on=$n
+part "$U/err" "$2"; es=$s; en=$n
+echo "$os $on $es $en"
+[ "$on" -eq 0 ] || tail -c +$((os + 1)) "$U/log" | head -c "$on"
+[ "$en" -eq 0 ] || tail -c +$((es + 1)) "$U/err" | head -c "$en"
+"#;
+
 /// The most of the service's log read in one poll.
 const LOG_CHUNK: i64 = 1024 * 1024;
 
@@ -1616,43 +1652,33 @@ const LOG_CHUNK: i64 = 1024 * 1024;
 /// dropped) once Sorat has read it.
 const LOG_LIMIT: u64 = 16 * 1024 * 1024;
 
-/// Follows the service's log on the host and sends its lines (tagged with the host and
-/// release; stdout and stderr share the file, so lines are marked stdout). It reads what was
-/// appended every second with a short command — no command stays open on the host, so the
+/// Follows the service's output on the host and sends its lines (tagged with the host,
+/// release and stream: the supervisor writes stdout to the unit's `log`, stderr to its `err`;
+/// within one read, stdout's lines come before stderr's). It reads what was
+/// appended to both every second with one short command — no command stays open on the host, so the
 /// connection's master can end when Sorat is gone (a `tail -F` left running kept it alive).
 async fn tail_log(
     host: Arc<SshHost>,
     unit: &'static str,
     release: u32,
     lines: mpsc::Sender<ServiceLine>,
-    from: i64,
+    from: [i64; 2],
 ) {
-    // -1: start at the end (only what is written from now on).
-    let mut offset: i64 = from;
-    let mut pending: Vec<u8> = Vec::new();
+    // Per stream (stdout in `log`, stderr in `err`): the offset read up to (-1: start at the
+    // end, only what is written from now on) and the bytes of a line not yet ended.
+    let mut offsets = from;
+    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let streams = [Stream::Stdout, Stream::Stderr];
     loop {
         let mut behind = false;
-        let offset_text = offset.to_string();
+        let offset_texts = offsets.map(|offset| offset.to_string());
         let read = host
             .run(
                 "cannot read the service's log",
-                r#"f="$R/$4/log"
-[ -f "$f" ] || { echo "0 0"; exit 0; }
-size=$(wc -c < "$f")
-o=$1
-if [ "$o" -lt 0 ]; then echo "$size 0"; exit 0; fi
-if [ "$size" -lt "$o" ]; then o=0; fi
-# Everything read and the file past its limit: it goes to log.1 and starts over (what
-# the service writes between the copy and the truncation, a few milliseconds, is lost).
-if [ "$o" -eq "$size" ] && [ "$size" -gt "$2" ]; then
-  cp "$f" "$f.1.tmp" && : > "$f" && mv "$f.1.tmp" "$f.1" && { echo "0 0"; exit 0; }
-fi
-# The bytes from o to the size measured above: the file only grows meanwhile.
-n=$((size - o)); [ "$n" -gt "$3" ] && n=$3
-echo "$o $n"
-tail -c +$((o + 1)) "$f" | head -c "$n""#,
+                LOG_READ,
                 &[
-                    &offset_text,
+                    &offset_texts[0],
+                    &offset_texts[1],
                     &host.log_limit.to_string(),
                     &LOG_CHUNK.to_string(),
                     unit,
@@ -1662,32 +1688,45 @@ tail -c +$((o + 1)) "$f" | head -c "$n""#,
             .await;
         if let Ok(ran) = read
             && ran.code == Some(0)
-            && let Some((first, rest)) = ran.stdout.split_once('\n')
-            && let Some((start, count)) = first.trim().split_once(' ')
-            && let (Ok(start), Ok(count)) = (start.parse::<i64>(), count.parse::<i64>())
+            && let Some(end) = ran.stdout_bytes.iter().position(|byte| *byte == b'\n')
         {
-            if start != offset && offset >= 0 {
-                pending.clear();
-            }
-            // Counted in the file's bytes (the text here may hold replacement characters).
-            offset = start + count;
-            behind = count >= LOG_CHUNK;
-            pending.extend_from_slice(rest.as_bytes());
-            while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let text = String::from_utf8_lossy(&line)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned();
-                let sent = lines
-                    .send(ServiceLine {
-                        host: host.name().to_owned(),
-                        release,
-                        stream: Stream::Stdout,
-                        line: text,
-                    })
-                    .await;
-                if sent.is_err() {
-                    return;
+            let header = String::from_utf8_lossy(&ran.stdout_bytes[..end]).into_owned();
+            let numbers: Vec<i64> = header
+                .split_whitespace()
+                .filter_map(|number| number.parse().ok())
+                .collect();
+            let mut data = &ran.stdout_bytes[end + 1..];
+            if let [out_start, out_count, err_start, err_count] = numbers[..] {
+                for (index, (start, count)) in [(out_start, out_count), (err_start, err_count)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if start != offsets[index] && offsets[index] >= 0 {
+                        pending[index].clear();
+                    }
+                    // Counted in the file's bytes.
+                    offsets[index] = start + count;
+                    behind |= count >= LOG_CHUNK;
+                    let take = usize::try_from(count).unwrap_or(0).min(data.len());
+                    pending[index].extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    while let Some(end) = pending[index].iter().position(|byte| *byte == b'\n') {
+                        let line: Vec<u8> = pending[index].drain(..=end).collect();
+                        let text = String::from_utf8_lossy(&line)
+                            .trim_end_matches(['\n', '\r'])
+                            .to_owned();
+                        let sent = lines
+                            .send(ServiceLine {
+                                host: host.name().to_owned(),
+                                release,
+                                stream: streams[index],
+                                line: text,
+                            })
+                            .await;
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         }

@@ -546,6 +546,7 @@ async fn the_services_log_is_read_in_full_and_rotated_past_its_limit() {
             break;
         };
         if let Some(rest) = line.line.strip_prefix("line ") {
+            assert_eq!(line.stream, sorat_deploy::Stream::Stdout, "{line:?}");
             numbers.push(rest.split(' ').next().unwrap().parse::<u32>().unwrap());
         }
     }
@@ -567,13 +568,23 @@ async fn the_services_log_is_read_in_full_and_rotated_past_its_limit() {
     // What the service writes after the rotation still arrives.
     let _ = get(targets[0].port(), "/after-rotation").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut after = false;
-    while !after {
+    let mut after = None;
+    while after.is_none() {
         let Ok(Some(line)) = tokio::time::timeout_at(deadline, receiver.recv()).await else {
             break;
         };
-        after = line.line.contains("GET /after-rotation");
+        if line.line.contains("GET /after-rotation") {
+            after = Some(line);
+        }
     }
-    assert!(after, "no line arrived after the rotation");
+    // The service logs its requests to stderr: the line says so.
+    let after = after.expect("no line arrived after the rotation");
+    assert_eq!(after.stream, sorat_deploy::Stream::Stderr, "{after:?}");
+    assert!(
+        std::fs::read_to_string(host.join("service/err"))
+            .unwrap()
+            .contains("GET /after-rotation"),
+        "stderr is kept in the unit's err file"
+    );
     stop_all(&targets).await;
 }
