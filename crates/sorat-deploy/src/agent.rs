@@ -350,11 +350,23 @@ impl AgentHost {
         let poller = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                if let Ok(value) = host
+                let state = match host
                     .call("cannot read the service's state", HostOp::ServiceState)
                     .await
-                    && let Ok(Some(state)) = serde_json::from_value::<Option<ServiceState>>(value)
                 {
+                    Ok(value) => match serde_json::from_value::<Option<ServiceState>>(value) {
+                        Ok(Some(state)) => Some(state),
+                        Ok(None) => None,
+                        Err(error) => Some(ServiceState::Unknown {
+                            reason: format!("the agent answered a bad state: {error}"),
+                        }),
+                    },
+                    // An agent that died or cannot be reached: said so until it answers.
+                    Err(error) => Some(ServiceState::Unknown {
+                        reason: error.to_string(),
+                    }),
+                };
+                if let Some(state) = state {
                     let ended =
                         matches!(state, ServiceState::Failed { .. } | ServiceState::Stopped);
                     sender.send_if_modified(|old| {

@@ -117,6 +117,12 @@ pub enum ServiceState {
         /// Why, in words.
         reason: String,
     },
+    /// The host cannot be asked (its agent does not answer, its SSH connection fails): the
+    /// last state known may or may not still hold. The next answer replaces it.
+    Unknown {
+        /// Why it cannot be asked.
+        reason: String,
+    },
 }
 
 /// How a stop ended.

@@ -1606,8 +1606,17 @@ async fn poll_state(host: Arc<SshHost>, unit: &'static str, sender: watch::Sende
                     return;
                 }
             }
+            // A host that cannot be reached: said so until it answers again.
             Err(error) => {
                 tracing::debug!(host = %host.name(), %error, "reading the service's state");
+                let state = ServiceState::Unknown {
+                    reason: error.to_string(),
+                };
+                sender.send_if_modified(|old| {
+                    let changed = *old != state;
+                    *old = state;
+                    changed
+                });
             }
         }
         if sender.is_closed() {

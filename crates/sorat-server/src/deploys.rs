@@ -759,6 +759,7 @@ fn service_json(state: Option<ServiceState>) -> Value {
         }
         Some(ServiceState::Stopped) => json!({ "state": "stopped" }),
         Some(ServiceState::Failed { reason }) => json!({ "state": "failed", "reason": reason }),
+        Some(ServiceState::Unknown { reason }) => json!({ "state": "unknown", "reason": reason }),
     }
 }
 
@@ -777,29 +778,9 @@ pub async fn list(
     caller.require(&state.store, None, Role::Viewer).await?;
     let mut out = Vec::new();
     for environment in state.environments.values() {
-        let mut hosts = Vec::new();
-        for target in &environment.targets {
-            let mut host = json!({
-                "host": target.name(),
-                "kind": target.kind(),
-                "address": target.address(),
-                "port": target.port(),
-                "current": target.current().await.ok().flatten(),
-                "service": service_json(target.service_state().await),
-            });
-            if let Some(slots) = target.slot_ports() {
-                let (serving, standby) = target.slot_status().await;
-                let part = |part: Option<(String, u32)>| {
-                    part.map(|(slot, release)| json!({ "slot": slot, "release": release }))
-                };
-                host["slots"] = json!({
-                    "ports": { "blue": slots[0], "green": slots[1] },
-                    "serving": part(serving),
-                    "standby": part(standby),
-                });
-            }
-            hosts.push(host);
-        }
+        // Every host at once, each given a few seconds: a host that does not answer (an
+        // agent that died, an SSH host down) says so and holds up no other.
+        let hosts = futures_util::future::join_all(environment.targets.iter().map(host_json)).await;
         out.push(json!({
             "name": environment.config.name,
             "hosts": hosts,
@@ -807,6 +788,56 @@ pub async fn list(
         }));
     }
     Ok(Json(json!({ "environments": out })))
+}
+
+/// How long `GET /environments` waits for one host's answers.
+const HOST_READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// A host of `GET /environments`: where it is, its current release, its service's state
+/// and its blue-green slots; `error` when its releases could not be read.
+async fn host_json(target: &Target) -> Value {
+    let mut host = json!({
+        "host": target.name(),
+        "kind": target.kind(),
+        "address": target.address(),
+        "port": target.port(),
+        "current": null,
+        "service": service_json(target.service_state().await),
+    });
+    let read = tokio::time::timeout(HOST_READ_LIMIT, async {
+        let current = target.current().await;
+        let slots = match target.slot_ports() {
+            Some(_) => Some(target.slot_status().await),
+            None => None,
+        };
+        (current, slots)
+    })
+    .await;
+    let (current, (serving, standby)) = match read {
+        Ok((current, slots)) => (current, slots.unwrap_or_default()),
+        Err(_) => {
+            host["error"] = json!(format!(
+                "the host did not answer within {}",
+                sorat_config::duration::format_duration(HOST_READ_LIMIT)
+            ));
+            (Ok(None), (None, None))
+        }
+    };
+    match current {
+        Ok(current) => host["current"] = json!(current),
+        Err(error) => host["error"] = json!(error.to_string()),
+    }
+    if let Some(slots) = target.slot_ports() {
+        let part = |part: Option<(String, u32)>| {
+            part.map(|(slot, release)| json!({ "slot": slot, "release": release }))
+        };
+        host["slots"] = json!({
+            "ports": { "blue": slots[0], "green": slots[1] },
+            "serving": part(serving),
+            "standby": part(standby),
+        });
+    }
+    host
 }
 
 /// `GET /api/v1/environments/{env}/releases`: every host's releases, newest first.

@@ -114,6 +114,9 @@ impl HostChannel for AgentOps {
                         + health.timeout
                         + Duration::from_secs(60)
                 }
+                // The watch of a service asks every 200 ms: an agent that does not answer
+                // within 10 s makes its state `unknown` rather than stale.
+                HostOp::ServiceState | HostOp::Slots => Duration::from_secs(10),
                 _ => Duration::from_secs(60),
             };
             let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;

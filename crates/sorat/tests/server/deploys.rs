@@ -619,7 +619,7 @@ fn deploys_through_an_agent_chosen_by_label() {
     let admin = server.admin();
     publish(&admin, "1");
     publish(&admin, "2");
-    let _agent = crate::support::AgentProcess::start(
+    let mut agent_process = crate::support::AgentProcess::start(
         &server,
         &server.token("web-agent", "agent"),
         "web-a",
@@ -757,6 +757,55 @@ fn deploys_through_an_agent_chosen_by_label() {
             .contains("no online agent has the labels `nowhere`"),
         "{body}"
     );
+
+    // The agent dies: its service's state turns `unknown`, saying why, rather than staying
+    // `running` (the server waits 10 s for an answer).
+    let service_of = || {
+        let (_, environments) = admin.get("/api/v1/environments");
+        environments["environments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|environment| environment["name"] == "fleet")
+            .map(|environment| environment["hosts"][0]["service"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(service_of()["state"], "running", "{}", service_of());
+    agent_process.kill9();
+    let started = Instant::now();
+    let service = loop {
+        let service = service_of();
+        if service["state"] == "unknown" {
+            break service;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "{service}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        service["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("agent `web-a` did not answer within 10s"),
+        "{service}"
+    );
+    // The list still answers, in a few seconds, with why the host's releases are missing.
+    let (status, environments) = admin.get("/api/v1/environments");
+    assert_eq!(status, 200);
+    let fleet = environments["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|environment| environment["name"] == "fleet")
+        .unwrap();
+    assert_eq!(
+        fleet["hosts"][0]["error"], "the host did not answer within 5s",
+        "{fleet:#}"
+    );
+    assert_eq!(fleet["hosts"][0]["current"], Value::Null, "{fleet:#}");
 }
 
 /// Blue-green on an agent's host: the agent starts each release in the idle slot, checks it
