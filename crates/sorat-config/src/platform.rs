@@ -2013,6 +2013,10 @@ mod tests {
                 "8:68: port 9101 is already used",
             ),
             (
+                "    targets: [ { agent: { labels: [w], dir: d, port: 9001, slots: [9001, 9102] } } ]\n    strategy: blue-green\n",
+                "8:68: port 9001 is already used",
+            ),
+            (
                 "    targets: [ { local: { dir: a, port: 9001, slots: [9101] } } ]\n",
                 "8:54: `slots` is two ports",
             ),
