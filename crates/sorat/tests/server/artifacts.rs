@@ -2,7 +2,6 @@
 //! agent, listing, download with `sorat artifacts get`, signatures, immutability, and a
 //! tampered blob found by `sorat artifacts verify`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -68,15 +67,7 @@ fn published_artifacts_are_signed_immutable_and_verified() {
 
     // Download: every file, checked, with its mode.
     let out = temp.path().join("got");
-    let sorat = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_sorat"))
-            .args(args)
-            .args(["--server", &server.url])
-            .env("SORAT_TOKEN", ADMIN)
-            .output()
-            .unwrap()
-    };
-    let got = sorat(&[
+    let got = server.cli(&[
         "artifacts",
         "get",
         "calc@1.0.0",
@@ -102,14 +93,14 @@ fn published_artifacts_are_signed_immutable_and_verified() {
             & 0o111,
         0o111
     );
-    let verified = sorat(&["artifacts", "verify", "calc@1.0.0"]);
+    let verified = server.cli(&["artifacts", "verify", "calc@1.0.0"]);
     assert_eq!(
         verified.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&verified.stdout)
     );
-    let listed = sorat(&["artifacts", "list"]);
+    let listed = server.cli(&["artifacts", "list"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("1.0.0"));
 
     // The same version again with other content (a new commit changes bin/calc): refused,
@@ -143,7 +134,7 @@ fn published_artifacts_are_signed_immutable_and_verified() {
         "found the blob of NOTES.txt under {}",
         blobs.display()
     );
-    let verified = sorat(&["artifacts", "verify", "calc@1.0.0"]);
+    let verified = server.cli(&["artifacts", "verify", "calc@1.0.0"]);
     let stdout = String::from_utf8_lossy(&verified.stdout);
     assert_eq!(verified.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("NOTES.txt"), "{stdout}");

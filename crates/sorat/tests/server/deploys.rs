@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::support::{ADMIN, Api, Server, free_port};
+use crate::support::{Api, Server, free_port};
 
 const SERVICE: &str = r#"import http.server, os, sys
 version = open("VERSION").read().strip()
@@ -81,16 +81,8 @@ fn deploy_roll_back_and_refuse_what_does_not_verify() {
     publish(&admin, "1");
     publish(&admin, "2");
     publish(&admin, "broken");
-    let sorat = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_sorat"))
-            .args(args)
-            .args(["--server", &server.url])
-            .env("SORAT_TOKEN", ADMIN)
-            .output()
-            .unwrap()
-    };
 
-    let first = sorat(&["deploy", "staging", "--artifact", "app@1"]);
+    let first = server.cli(&["deploy", "staging", "--artifact", "app@1"]);
     let out = String::from_utf8_lossy(&first.stdout);
     assert_eq!(
         first.status.code(),
@@ -101,7 +93,7 @@ fn deploy_roll_back_and_refuse_what_does_not_verify() {
     for port in &ports {
         assert_eq!(version_on(*port).as_deref(), Some("1"));
     }
-    let second = sorat(&["deploy", "staging", "--artifact", "app@2"]);
+    let second = server.cli(&["deploy", "staging", "--artifact", "app@2"]);
     assert_eq!(
         second.status.code(),
         Some(0),
@@ -121,7 +113,7 @@ fn deploy_roll_back_and_refuse_what_does_not_verify() {
 
     // A release whose service exits at once: the first host goes back to 2, the others are
     // never switched, and the command says so with exit 1.
-    let broken = sorat(&["deploy", "staging", "--artifact", "app@broken"]);
+    let broken = server.cli(&["deploy", "staging", "--artifact", "app@broken"]);
     let out = String::from_utf8_lossy(&broken.stdout);
     assert_eq!(broken.status.code(), Some(1), "{out}");
     assert!(out.contains("rolled_back"), "{out}");
@@ -144,7 +136,7 @@ fn deploy_roll_back_and_refuse_what_does_not_verify() {
     );
 
     // Nothing waits for a decision: promote says so (exit 2), and the list shows no pause.
-    let promote = sorat(&["promote", "staging"]);
+    let promote = server.cli(&["promote", "staging"]);
     assert_eq!(promote.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&promote.stderr)
@@ -159,12 +151,12 @@ fn deploy_roll_back_and_refuse_what_does_not_verify() {
     );
 
     // The releases table marks the current one.
-    let table = sorat(&["releases", "staging"]);
+    let table = server.cli(&["releases", "staging"]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("*   2 app@2"), "{table}");
 
     // Rollback: to 1 on every host.
-    let back = sorat(&["rollback", "staging"]);
+    let back = server.cli(&["rollback", "staging"]);
     assert_eq!(
         back.status.code(),
         Some(0),
@@ -175,7 +167,7 @@ fn deploy_roll_back_and_refuse_what_does_not_verify() {
         assert_eq!(version_on(*port).as_deref(), Some("1"));
     }
     // Rolling back to a release that is not there is refused before anything changes.
-    let missing = sorat(&["rollback", "staging", "--to", "99"]);
+    let missing = server.cli(&["rollback", "staging", "--to", "99"]);
     assert_eq!(missing.status.code(), Some(2));
 
     // A tampered blob: the artifact no longer verifies, and nothing is deployed.
@@ -184,7 +176,7 @@ fn deploy_roll_back_and_refuse_what_does_not_verify() {
             std::fs::write(&entry, b"3\n").unwrap();
         }
     }
-    let refused = sorat(&["deploy", "staging", "--artifact", "app@2"]);
+    let refused = server.cli(&["deploy", "staging", "--artifact", "app@2"]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{err}");
     assert!(err.contains("does not verify"), "{err}");
@@ -502,27 +494,9 @@ fn deploys_to_ssh_hosts_from_sorat_yaml_and_their_services_outlive_the_server() 
     let admin = server.admin();
     publish(&admin, "1");
     publish(&admin, "2");
-    let sorat = |server: &Server, args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_sorat"))
-            .args(args)
-            .args(["--server", &server.url])
-            .env("SORAT_TOKEN", ADMIN)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        )
-    };
     for version in ["1", "2"] {
-        let (code, out) = sorat(
-            &server,
-            &["deploy", "remote", "--artifact", &format!("app@{version}")],
-        );
+        let (code, out) =
+            server.cli_text(&["deploy", "remote", "--artifact", &format!("app@{version}")]);
         assert_eq!(
             code,
             Some(0),
@@ -551,12 +525,12 @@ fn deploys_to_ssh_hosts_from_sorat_yaml_and_their_services_outlive_the_server() 
         assert!(started.elapsed() < Duration::from_secs(10), "{logs:#}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (code, table) = sorat(&server, &["releases", "remote", "--history"]);
+    let (code, table) = server.cli_text(&["releases", "remote", "--history"]);
     assert_eq!(code, Some(0), "{table}");
     assert!(table.contains("web-1"), "{table}");
     assert!(table.contains("*   2 app@2"), "{table}");
     assert!(table.contains("deploy"), "{table}");
-    let (code, out) = sorat(&server, &["rollback", "remote"]);
+    let (code, out) = server.cli_text(&["rollback", "remote"]);
     assert_eq!(code, Some(0), "{out}");
     for port in &ports {
         assert_eq!(version_on(*port).as_deref(), Some("1"), "{out}");
@@ -596,7 +570,7 @@ fn deploys_to_ssh_hosts_from_sorat_yaml_and_their_services_outlive_the_server() 
         "{}",
         server.log_text()
     );
-    let (code, out) = sorat(&server, &["deploy", "remote", "--artifact", "app@2"]);
+    let (code, out) = server.cli_text(&["deploy", "remote", "--artifact", "app@2"]);
     assert_eq!(code, Some(0), "{out}");
     for port in &ports {
         assert_eq!(version_on(*port).as_deref(), Some("2"), "{out}");
@@ -625,22 +599,6 @@ fn deploys_through_an_agent_chosen_by_label() {
         "web-a",
         &["web"],
     );
-    let sorat = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_sorat"))
-            .args(args)
-            .args(["--server", &server.url])
-            .env("SORAT_TOKEN", ADMIN)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        )
-    };
     // The agent comes online with its first claim.
     let started = Instant::now();
     loop {
@@ -652,7 +610,8 @@ fn deploys_through_an_agent_chosen_by_label() {
         std::thread::sleep(Duration::from_millis(100));
     }
     for version in ["1", "2"] {
-        let (code, out) = sorat(&["deploy", "fleet", "--artifact", &format!("app@{version}")]);
+        let (code, out) =
+            server.cli_text(&["deploy", "fleet", "--artifact", &format!("app@{version}")]);
         assert_eq!(code, Some(0), "{out}\n{}", server.log_text());
         assert_eq!(version_on(port).as_deref(), Some(version), "{out}");
     }
@@ -661,7 +620,7 @@ fn deploys_through_an_agent_chosen_by_label() {
         std::fs::read_link(host_dir.join("current")).unwrap(),
         std::path::Path::new("releases/2")
     );
-    let (code, out) = sorat(&["rollback", "fleet"]);
+    let (code, out) = server.cli_text(&["rollback", "fleet"]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(version_on(port).as_deref(), Some("1"), "{out}");
     // The service's state is read from the agent now and then: it reaches `running`.
@@ -679,7 +638,7 @@ fn deploys_through_an_agent_chosen_by_label() {
     assert_eq!(fleet["kind"], "agent", "{environments:#}");
     assert_eq!(fleet["current"], 1, "{environments:#}");
     assert_eq!(fleet["service"]["state"], "running", "{environments:#}");
-    let (code, table) = sorat(&["releases", "fleet"]);
+    let (code, table) = server.cli_text(&["releases", "fleet"]);
     assert_eq!(code, Some(0), "{table}");
     assert!(table.contains("*   1 app@1"), "{table}");
 

@@ -117,6 +117,29 @@ impl Server {
         }
     }
 
+    /// Runs the `sorat` CLI against this server as the admin.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_sorat"))
+            .args(args)
+            .args(["--server", &self.url])
+            .env("SORAT_TOKEN", ADMIN)
+            .output()
+            .unwrap()
+    }
+
+    /// [`Server::cli`]'s exit code and its stdout and stderr together.
+    pub fn cli_text(&self, args: &[&str]) -> (Option<i32>, String) {
+        let output = self.cli(args);
+        (
+            output.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
