@@ -634,6 +634,7 @@ fn environment() -> Environment {
         keep_releases: 3,
         bake: None,
         judge: None,
+        secrets: None,
     }
 }
 

@@ -1076,12 +1076,30 @@ impl Loader<'_> {
             expect_text(file, command, "`service.command`", self.diagnostics)?.to_string();
         let mut env_pairs = Vec::new();
         if let Some(env) = env {
-            for (key, _, value) in
+            for (key, key_node, value) in
                 crate::reader::named_entries(file, env, "`service.env`", self.diagnostics)
             {
-                if let Some(text) = expect_text(file, value, "an env value", self.diagnostics) {
-                    env_pairs.push((key.to_string(), text.to_string()));
+                let key = key.to_string();
+                let is_name = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !is_name || key == "PORT" || key.starts_with("SORAT_") {
+                    self.error(
+                        key_node.span,
+                        format!("`service.env` key `{key}` must be a variable name (letters, digits and `_`, not starting with a digit) other than `PORT` and `SORAT_*`, which Sorat sets"),
+                    );
+                    continue;
                 }
+                let Some(text) = expect_text(file, value, "an env value", self.diagnostics) else {
+                    continue;
+                };
+                if text.contains("${{") && parse_secret_ref(text).is_none() {
+                    self.error(
+                        value.span,
+                        format!("`service.env.{key}` is plain text or a whole secret reference such as `${{{{ secrets.DB_PASSWORD }}}}`, not `{text}`"),
+                    );
+                    continue;
+                }
+                env_pairs.push((key, text.to_string()));
             }
         }
         let stop_grace = self.duration(stop_grace, "`service.stop_grace`", 10);
@@ -1928,6 +1946,50 @@ mod tests {
             .map(|d| format!("{}: {}", d.location().unwrap_or_default(), d.message))
             .collect();
         (config, messages)
+    }
+
+    #[test]
+    fn service_env_takes_names_and_whole_secret_references() {
+        let config = |env: &str| {
+            load_text(&format!(
+                "environments:\n  web:\n    targets: [ {{ local: {{ dir: a, port: 9001 }} }} ]\n    service:\n      command: ./server\n      env:\n{env}"
+            ))
+        };
+        let (loaded, messages) =
+            config("        GREETING: hello\n        DB_PASSWORD: ${{ secrets.DB_PASSWORD }}\n");
+        assert!(messages.is_empty(), "{messages:?}");
+        assert_eq!(
+            loaded.unwrap().environments[0].env,
+            [
+                ("GREETING".to_owned(), "hello".to_owned()),
+                (
+                    "DB_PASSWORD".to_owned(),
+                    "${{ secrets.DB_PASSWORD }}".to_owned()
+                )
+            ]
+        );
+        for (env, wanted) in [
+            (
+                "        DB-PASSWORD: x\n",
+                "7:9: `service.env` key `DB-PASSWORD` must be a variable name",
+            ),
+            ("        PORT: \"1\"\n", "7:9: `service.env` key `PORT`"),
+            (
+                "        SORAT_RELEASE: \"1\"\n",
+                "7:9: `service.env` key `SORAT_RELEASE`",
+            ),
+            (
+                "        URL: postgres://u:${{ secrets.PW }}@db\n",
+                "7:14: `service.env.URL` is plain text or a whole secret reference",
+            ),
+        ] {
+            let (_, messages) = config(env);
+            assert_eq!(messages.len(), 1, "{env}: {messages:?}");
+            assert!(
+                messages[0].starts_with(&format!("/etc/sorat/sorat.yaml:{wanted}")),
+                "{env}: {messages:?}"
+            );
+        }
     }
 
     #[test]

@@ -681,6 +681,7 @@ impl HostExecutor {
                     keep_releases: usize::MAX,
                     bake: None,
                     judge: None,
+                    secrets: None,
                 };
                 let config = BlueGreenSlots {
                     ports: slots,

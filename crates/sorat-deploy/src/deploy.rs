@@ -56,6 +56,35 @@ pub struct Environment {
     pub bake: Option<Bake>,
     /// Who decides when an analysis is inconclusive (none: the deploy is rolled back).
     pub judge: Option<Arc<dyn Judge>>,
+    /// Gives the service's environment its secrets when a service starts (none: the values
+    /// are used as they are). Release records keep the values as configured, never what a
+    /// secret resolved to.
+    pub secrets: Option<Arc<dyn SecretResolver>>,
+}
+
+/// What [`SecretResolver::resolve`] returns: the environment, or which secret is missing.
+pub type ResolvedEnv<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send + 'a>,
+>;
+
+/// Replaces the values of a service's environment that name secrets (`${{ secrets.NAME }}`
+/// in sorat.yaml) with the secrets' values, just before the service starts.
+pub trait SecretResolver: Send + Sync + std::fmt::Debug {
+    /// `env` with every secret reference replaced; an error says which one is missing.
+    fn resolve<'a>(&'a self, env: &'a [(String, String)]) -> ResolvedEnv<'a>;
+}
+
+/// The service configuration to start: `env.service` with its secrets resolved.
+async fn service_to_start(env: &Environment) -> Result<Cow<'_, ServiceConfig>, String> {
+    match &env.secrets {
+        None => Ok(Cow::Borrowed(&env.service)),
+        Some(secrets) => {
+            let resolved = secrets.resolve(&env.service.env).await?;
+            let mut service = env.service.clone();
+            service.env = resolved;
+            Ok(Cow::Owned(service))
+        }
+    }
 }
 
 /// What a person decided about a deploy paused on an inconclusive analysis.
@@ -684,20 +713,22 @@ impl Target {
         env: &Environment,
         release: u32,
     ) -> Result<watch::Receiver<ServiceState>, String> {
+        let service = service_to_start(env).await?;
+        let service = service.as_ref();
         let mut slot = self.service.lock().await;
         match &self.place {
             Place::Local(host) => {
                 if let Some(Running::Local(old)) = slot.take() {
-                    old.stop(env.service.stop_grace).await;
+                    old.stop(service.stop_grace).await;
                 }
                 let spec = ServiceSpec {
                     host: host.name().to_owned(),
                     release,
-                    command: env.service.command.clone(),
+                    command: service.command.clone(),
                     working_dir: host.current_path(),
                     port: self.port,
-                    env: env.service.env.clone(),
-                    restart: env.service.restart.clone(),
+                    env: service.env.clone(),
+                    restart: service.restart.clone(),
                 };
                 let supervisor = Supervisor::start(spec, self.lines.clone());
                 let states = supervisor.watch();
@@ -706,22 +737,22 @@ impl Target {
             }
             Place::Ssh(host) => {
                 slot.take();
-                let service = host
-                    .start_service(release, &env.service, self.port, self.lines.clone())
+                let running = host
+                    .start_service(release, service, self.port, self.lines.clone())
                     .await
                     .map_err(|error| error.to_string())?;
-                let states = service.watch();
-                *slot = Some(Running::Remote(service));
+                let states = running.watch();
+                *slot = Some(Running::Remote(running));
                 Ok(states)
             }
             Place::Agent(host) => {
                 slot.take();
-                let service = host
-                    .start_service(release, &env.service, self.port)
+                let running = host
+                    .start_service(release, service, self.port)
                     .await
                     .map_err(|error| error.to_string())?;
-                let states = service.watch();
-                *slot = Some(Running::Remote(service));
+                let states = running.watch();
+                *slot = Some(Running::Remote(running));
                 Ok(states)
             }
         }
@@ -789,27 +820,29 @@ impl Target {
         if let Some(started) = reused {
             return Ok(started);
         }
+        let config = service_to_start(env).await?;
+        let config = config.as_ref();
         let mut state = slots.state.lock().await;
         let slot = state.active.map_or(0, |active| 1 - active);
         let port = slots.config.ports[slot];
         let service = match place {
             SlotHost::Local(host) => {
-                let mut service_env = env.service.env.clone();
+                let mut service_env = config.env.clone();
                 service_env.push(("SORAT_SLOT".to_owned(), SLOT_NAMES[slot].to_owned()));
                 let spec = ServiceSpec {
                     host: host.name().to_owned(),
                     release,
-                    command: env.service.command.clone(),
+                    command: config.command.clone(),
                     working_dir: host.release_path(release),
                     port,
                     env: service_env,
-                    restart: env.service.restart.clone(),
+                    restart: config.restart.clone(),
                 };
                 Running::Local(Supervisor::start(spec, self.lines.clone()))
             }
             // The host's supervisor stops whatever else ran in that slot first.
             SlotHost::Ssh(host) => Running::Remote(
-                host.start_slot(slot, release, &env.service, port, self.lines.clone())
+                host.start_slot(slot, release, config, port, self.lines.clone())
                     .await
                     .map_err(|error| error.to_string())?,
             ),
@@ -1422,6 +1455,8 @@ pub async fn deploy(
         }
         reports.push(report);
     }
+    // Every secret the service names must be there before anything changes on a host.
+    let mut abort_reason = service_to_start(env).await.err();
 
     // Every host gets the release before any switches, so a copy or digest failure stops the
     // deploy while every host still runs what it ran.
@@ -1433,13 +1468,17 @@ pub async fn deploy(
         env: env.service.env.clone(),
     });
     let release = &release;
-    let prepared = join_all(targets.iter().map(|target| async move {
-        let since = Instant::now();
-        let result = target.prepare(release).await;
-        (result, since)
-    }))
-    .await;
-    let mut abort_reason = None;
+    let prepared = match abort_reason {
+        Some(_) => Vec::new(),
+        None => {
+            join_all(targets.iter().map(|target| async move {
+                let since = Instant::now();
+                let result = target.prepare(release).await;
+                (result, since)
+            }))
+            .await
+        }
+    };
     for (report, (result, since)) in reports.iter_mut().zip(prepared) {
         report.time(Phase::Prepare, since);
         if let Err(error) = result {
@@ -1880,11 +1919,23 @@ pub(crate) async fn ready_in_slot(
     timings: &mut Vec<Timing>,
 ) -> Result<(), String> {
     if let (Place::Agent(host), Some(slots)) = (&target.place, &target.slots) {
-        // The agent runs this same function with its own local target.
+        // The agent runs this same function with its own local target, given the service's
+        // secrets.
         let since = Instant::now();
-        let result = host
-            .slot_ready(env, release, target.port, &slots.config)
-            .await;
+        let result = match service_to_start(env).await {
+            Ok(Cow::Borrowed(_)) => {
+                host.slot_ready(env, release, target.port, &slots.config)
+                    .await
+            }
+            Ok(Cow::Owned(service)) => {
+                let mut resolved = env.clone();
+                resolved.service = service;
+                resolved.secrets = None;
+                host.slot_ready(&resolved, release, target.port, &slots.config)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         timings.push(Timing {
             phase: health_phase,
             duration: since.elapsed(),

@@ -291,8 +291,10 @@ done
 
 /// The supervisor loop, run detached on the host. Arguments after the root: its unit's
 /// folder and the working folder (both under the root), release, port, command,
-/// initial/max backoff in ms, reset-after in s, max rapid failures, then `K=V` environment
-/// pairs.
+/// initial/max backoff in ms, reset-after in s, max rapid failures. The service's
+/// environment is the unit's `env` file (`export K='V'` lines, mode 0600), sourced before
+/// each start: values are never on a command line, where any user of the host could read
+/// them.
 const SUPERVISOR: &str = r#"R=$1; U=$2; W=$3; N=$4; P=$5; C=$6; D0=$7; DMAX=$8; RESET=$9; MAX=${10}; shift 10
 S="$R/$U"
 state() { printf '%s\n' "$*" > "$S/state.tmp" && mv "$S/state.tmp" "$S/state"; }
@@ -300,7 +302,7 @@ failures=0; delay=$D0
 while :; do
   state starting $((failures + 1))
   started=$(date +%s)
-  (cd "$R/$W" && exec env "$@" PORT="$P" SORAT_RELEASE="$N" sh -c "$C" 2>> "$S/err") &
+  (cd "$R/$W" && { [ ! -f "$S/env" ] || . "$S/env"; } && exec env PORT="$P" SORAT_RELEASE="$N" sh -c "$C" 2>> "$S/err") &
   child=$!
   state running $child
   set +e; wait $child; code=$?; set -e
@@ -1155,11 +1157,32 @@ fi"#,
         let max = restart.max_backoff.as_millis().max(1).to_string();
         let reset = restart.reset_after.as_secs().max(1).to_string();
         let failures = restart.max_rapid_failures.max(1).to_string();
-        let env_pairs: Vec<String> = env
+        // The environment travels as the command's input into a file only the user can read.
+        let mut env_file = String::new();
+        let extra: Vec<(&str, &str)> = extra_env
             .iter()
-            .map(|(key, value)| format!("{key}={value}"))
+            .filter_map(|pair| pair.split_once('='))
             .collect();
-        let mut args: Vec<&str> = vec![
+        for (key, value) in env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .chain(extra)
+        {
+            let is_name = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !is_name {
+                return Err(remote_error(
+                    self.name(),
+                    "cannot start the service",
+                    format!("`{key}` is not a variable name the host's shell can export"),
+                ));
+            }
+            env_file.push_str(&format!(
+                "export {key}='{}'\n",
+                value.replace('\'', "'\\''")
+            ));
+        }
+        let args: Vec<&str> = vec![
             &grace_ms,
             SUPERVISOR,
             unit,
@@ -1172,8 +1195,6 @@ fi"#,
             &reset,
             &failures,
         ];
-        args.extend(env_pairs.iter().map(String::as_str));
-        args.extend(extra_env.iter().copied());
         // What ran in this unit stops first, in the same round trip.
         let script = format!(
             r#"{STOP_UNIT}
@@ -1181,6 +1202,7 @@ G=$1; L=$2; shift 2
 stop_unit "$G" "$R/$1" > /dev/null
 S="$R/$1"
 mkdir -p "$S"
+(umask 077 && cat > "$S/env.tmp") && mv "$S/env.tmp" "$S/env"
 rm -f "$S/stopping" "$S/state"
 printf '%s\n' "$3" > "$S/release"
 : >> "$S/log"; : >> "$S/err"
@@ -1189,7 +1211,12 @@ setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
 echo $! > "$S/pid""#
         );
         let started = self
-            .run_ok("cannot start the service", &script, &args, None)
+            .run_ok(
+                "cannot start the service",
+                &script,
+                &args,
+                Some(Input::Bytes(env_file.as_bytes())),
+            )
             .await?;
         // What the new release writes starts here in its log and err.
         let mut sizes = started

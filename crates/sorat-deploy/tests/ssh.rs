@@ -588,3 +588,62 @@ async fn the_services_log_is_read_in_full_and_rotated_past_its_limit() {
     );
     stop_all(&targets).await;
 }
+
+/// The service's environment reaches it unchanged, whatever the characters, through a file
+/// only the login user can read: no value is on a command line on the host, where `ps`
+/// would show it to every user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_environment_travels_in_a_private_file_not_on_a_command_line() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let host = sshd.hosts_dir().join("envy");
+    let targets = vec![Target::ssh(
+        SshHost::new(sshd.target("envy", &host)),
+        free_port(),
+    )];
+    let mut env = environment(Duration::from_secs(20));
+    let greeting = "it's \"quoted\" $HOME `id` \\ and\na second line";
+    env.service.env = vec![("GREETING".to_owned(), greeting.to_owned())];
+    let report = deploy(
+        &env,
+        &targets,
+        &service_release(work.path(), 1, "v1", "ok"),
+        Strategy::AllAtOnce,
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    let (status, body) = get(targets[0].port(), "/env").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, greeting));
+    let file = host.join("service/env");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", file.display());
+    // Neither the supervisor nor the service carries the value in its arguments.
+    let pid = std::fs::read_to_string(host.join("service/pid")).unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The process group is the fifth field of /proc/<pid>/stat, after `(comm)`.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        if fields.get(2) != Some(&pid.trim()) {
+            continue;
+        }
+        seen += 1;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains("quoted"),
+            "{}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
+    assert!(
+        seen >= 2,
+        "the supervisor and the service: {seen} processes"
+    );
+    stop_all(&targets).await;
+}

@@ -21,9 +21,10 @@ use sorat_deploy::analysis::{Analysis, Metric, PrometheusSource};
 use sorat_deploy::deploy::{AnalysisStep, Bake, CanaryStep, Decision, Judge};
 use sorat_deploy::{
     BlueGreenSlots, DeployReport, Environment, HealthCheck, Host, HostOutcome, Outcome, Phase,
-    Probe, ReleaseFile, ReleaseMeta, ReleaseSpec, ReleaseStatus, RestartPolicy, ServiceConfig,
-    ServiceLine, ServiceState, SshHost, SshTarget, Strategy, Target,
+    Probe, ReleaseFile, ReleaseMeta, ReleaseSpec, ReleaseStatus, RestartPolicy, SecretResolver,
+    ServiceConfig, ServiceLine, ServiceState, SshHost, SshTarget, Strategy, Target,
 };
+use sorat_pipeline::mask::Masker;
 use sorat_state::Role;
 
 use crate::AppState;
@@ -194,11 +195,18 @@ const KEPT_LINES: usize = 2000;
 fn collect_lines(
     environment: String,
     lines: Arc<std::sync::Mutex<std::collections::VecDeque<Value>>>,
+    masker: Arc<std::sync::Mutex<Masker>>,
 ) -> Option<tokio::sync::mpsc::Sender<ServiceLine>> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<ServiceLine>(1024);
     runtime.spawn(async move {
-        while let Some(line) = receiver.recv().await {
+        while let Some(mut line) = receiver.recv().await {
+            // The secrets given to the environment's services never reach a log.
+            if let Ok(masker) = masker.lock()
+                && !masker.is_empty()
+            {
+                line.line = masker.mask(&line.line);
+            }
             let stream = match line.stream {
                 sorat_deploy::Stream::Stdout => "stdout",
                 sorat_deploy::Stream::Stderr => "stderr",
@@ -253,8 +261,10 @@ impl EnvironmentState {
     pub fn new(
         config: &EnvironmentConfig,
         agents: Arc<dyn sorat_deploy::agent::HostChannel>,
+        store: sorat_state::Store,
     ) -> EnvironmentState {
         let pauses = Arc::new(Pauses::default());
+        let masker = Arc::new(std::sync::Mutex::new(Masker::new()));
         let analyses = analysis_steps(config);
         let analysis = |name: &str| analyses.iter().find(|step| step.name == name).cloned();
         let strategy = match &config.strategy {
@@ -315,9 +325,13 @@ impl EnvironmentState {
             keep_releases: config.keep_releases,
             bake,
             judge: Some(Arc::clone(&pauses) as Arc<dyn Judge>),
+            secrets: Some(Arc::new(StoreSecrets {
+                store,
+                masker: Arc::clone(&masker),
+            }) as Arc<dyn SecretResolver>),
         };
         let lines = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
-        let sender = collect_lines(config.name.clone(), Arc::clone(&lines));
+        let sender = collect_lines(config.name.clone(), Arc::clone(&lines), Arc::clone(&masker));
         let targets = config
             .hosts
             .iter()
@@ -788,6 +802,49 @@ pub async fn list(
         }));
     }
     Ok(Json(json!({ "environments": out })))
+}
+
+/// A service's secrets, from the server's store (the global ones: environments belong to no
+/// project). Each value given out is masked in the environment's service lines from then on.
+#[derive(Debug)]
+struct StoreSecrets {
+    store: sorat_state::Store,
+    masker: Arc<std::sync::Mutex<Masker>>,
+}
+
+impl SecretResolver for StoreSecrets {
+    fn resolve<'a>(&'a self, env: &'a [(String, String)]) -> sorat_deploy::deploy::ResolvedEnv<'a> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(env.len());
+            for (key, value) in env {
+                let Some(name) = sorat_config::platform::parse_secret_ref(value) else {
+                    out.push((key.clone(), value.clone()));
+                    continue;
+                };
+                match self.store.secret(None, &name).await {
+                    Ok(Some(secret)) => {
+                        if let Ok(mut masker) = self.masker.lock() {
+                            masker
+                                .add_secret(&name, &secret)
+                                .map_err(|error| format!("`service.env.{key}`: {error}"))?;
+                        }
+                        out.push((key.clone(), secret));
+                    }
+                    Ok(None) => {
+                        return Err(format!(
+                            "`service.env.{key}` needs the secret `{name}`, which is not set (set it with `sorat secret set {name}`)"
+                        ));
+                    }
+                    Err(error) => {
+                        return Err(format!(
+                            "cannot read the secret `{name}` for `service.env.{key}`: {error}"
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
 }
 
 /// How long `GET /environments` waits for one host's answers.

@@ -351,7 +351,7 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
     let (job_events, _) = broadcast::channel(1024);
     let host_ops = Arc::new(hostops::AgentOps::default());
     let state = Arc::new(AppState {
-        store,
+        store: store.clone(),
         mirrors: Mirrors::new(data.join("mirrors")),
         projects,
         claims: Notify::new(),
@@ -369,6 +369,7 @@ pub async fn start(options: ServerOptions) -> Result<Running, ServerError> {
                     Arc::new(deploys::EnvironmentState::new(
                         environment,
                         Arc::clone(&host_ops) as Arc<dyn sorat_deploy::agent::HostChannel>,
+                        store.clone(),
                     )),
                 )
             })

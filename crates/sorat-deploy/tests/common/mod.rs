@@ -157,6 +157,7 @@ pub fn environment(health_timeout: Duration) -> Environment {
         keep_releases: 5,
         bake: None,
         judge: None,
+        secrets: None,
     }
 }
 

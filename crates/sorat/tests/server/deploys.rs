@@ -16,7 +16,10 @@ if version == "broken":
     sys.exit(3)
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = (version if self.path == "/version" else "ok").encode()
+        if self.path == "/greeting":
+            body = os.environ.get("GREETING", "").encode()
+        else:
+            body = (version if self.path == "/version" else "ok").encode()
         self.send_response(200)
         self.end_headers()
         self.wfile.write(body)
@@ -1094,4 +1097,77 @@ fn blue_green_on_ssh_hosts_through_sorats_router_there() {
     }
     assert_ne!(read(host_dir(0).join("router/router.pid")), killed);
     // The routers and slots go when `sshd` is dropped.
+}
+
+/// A service's environment may name a secret: the service gets its value, the release
+/// record keeps the reference, and the value is masked in the service's lines. A secret
+/// that is not set stops the deploy before anything changes, saying which.
+#[test]
+fn service_secrets_reach_the_service_but_no_record_or_log() {
+    let temp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let host_dir = temp.path().join("host");
+    let config = format!(
+        "  []\nenvironments:\n  web:\n    targets: [ {{ local: {{ dir: {}, port: {port} }} }} ]\n    service:\n      command: echo \"greeting is $GREETING\"; exec python3 app.py\n      env: {{ GREETING: \"${{{{ secrets.GREETING }}}}\" }}\n    health: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 15s }}\n",
+        host_dir.display()
+    );
+    let server = Server::start(temp.path(), "", &config);
+    let admin = server.admin();
+    publish(&admin, "1");
+    let deploy = || {
+        admin.post(
+            "/api/v1/environments/web/deploy",
+            json!({ "artifact": "app@1" }),
+        )
+    };
+    // Not set yet: refused, nothing started.
+    let (status, body) = deploy();
+    assert_ne!(status, 200, "{body:#}");
+    assert!(
+        body.to_string()
+            .contains("`service.env.GREETING` needs the secret `GREETING`, which is not set"),
+        "{body:#}"
+    );
+    assert!(version_on(port).is_none());
+    assert!(
+        !host_dir.join("releases/1").exists(),
+        "nothing was prepared"
+    );
+
+    let secret = "open sesame 4711";
+    let (status, _) = admin.put("/api/v1/secrets/GREETING", json!({ "value": secret }));
+    assert_eq!(status, 204);
+    let (status, body) = deploy();
+    assert_eq!(status, 200, "{body:#}\n{}", server.log_text());
+    let greeting = reqwest::blocking::get(format!("http://127.0.0.1:{port}/greeting"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(greeting, secret);
+    let record = std::fs::read_to_string(host_dir.join("releases/1/release.json")).unwrap();
+    assert!(record.contains("${{ secrets.GREETING }}"), "{record}");
+    assert!(!record.contains("sesame"), "{record}");
+    // The line the service printed is kept masked, in the API and in Sorat's own log.
+    let started = Instant::now();
+    let line = loop {
+        let (_, logs) = admin.get("/api/v1/environments/web/logs");
+        let found = logs["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|line| {
+                line["line"]
+                    .as_str()
+                    .filter(|text| text.starts_with("greeting is"))
+                    .map(str::to_owned)
+            });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{logs:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(line, "greeting is ***");
+    assert!(server.log_text().contains("greeting is ***"));
+    assert!(!server.log_text().contains("sesame"));
 }
