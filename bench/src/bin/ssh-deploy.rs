@@ -614,6 +614,7 @@ fn environment() -> Environment {
         name: "bench".to_owned(),
         service: ServiceConfig {
             command: "exec python3 server.py".to_owned(),
+            working_dir: None,
             env: Vec::new(),
             restart: RestartPolicy::default(),
             stop_grace: STOP_GRACE,

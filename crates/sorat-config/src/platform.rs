@@ -39,6 +39,8 @@ pub struct EnvironmentConfig {
     pub command: String,
     /// `service.env`.
     pub env: Vec<(String, String)>,
+    /// `service.working_dir`: the folder inside the release the command runs in.
+    pub working_dir: Option<String>,
     /// `service.stop_grace`: SIGTERM, then SIGKILL after this long (default 10s).
     pub stop_grace: Duration,
     /// `health`.
@@ -1067,6 +1069,7 @@ impl Loader<'_> {
         let command = service_reader.get("command");
         let env = service_reader.get("env");
         let stop_grace = service_reader.get("stop_grace");
+        let working_dir_node = service_reader.get("working_dir");
         service_reader.finish(self.diagnostics);
         let Some(command) = command else {
             self.error(service.head_span(file), "`service` needs a `command`");
@@ -1103,6 +1106,26 @@ impl Loader<'_> {
             }
         }
         let stop_grace = self.duration(stop_grace, "`service.stop_grace`", 10);
+        let working_dir = match working_dir_node {
+            Some(node) => {
+                let text =
+                    expect_text(file, node, "`service.working_dir`", self.diagnostics)?.to_string();
+                let inside = !text.is_empty()
+                    && !text.contains(['\n', '\r', '\0'])
+                    && std::path::Path::new(&text)
+                        .components()
+                        .all(|part| matches!(part, std::path::Component::Normal(_)));
+                if !inside {
+                    self.error(
+                        node.span,
+                        format!("`service.working_dir` is a folder inside the release, a relative path without `.` or `..` (`app/bin`), not `{text}`"),
+                    );
+                    return None;
+                }
+                Some(text.trim_end_matches('/').to_owned())
+            }
+            None => None,
+        };
         let health = match health {
             Some(node) => self.health(node)?,
             None => HealthConfig {
@@ -1279,6 +1302,7 @@ impl Loader<'_> {
             hosts,
             command,
             env: env_pairs,
+            working_dir,
             stop_grace,
             health,
             strategy,
@@ -1988,6 +2012,31 @@ mod tests {
             assert!(
                 messages[0].starts_with(&format!("/etc/sorat/sorat.yaml:{wanted}")),
                 "{env}: {messages:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn service_working_dir_is_a_folder_inside_the_release() {
+        let config = |working_dir: &str| {
+            load_text(&format!(
+                "environments:\n  web:\n    targets: [ {{ local: {{ dir: a, port: 9001 }} }} ]\n    service: {{ command: ./server, working_dir: {working_dir} }}\n"
+            ))
+        };
+        let (loaded, messages) = config("app/bin/");
+        assert!(messages.is_empty(), "{messages:?}");
+        assert_eq!(
+            loaded.unwrap().environments[0].working_dir.as_deref(),
+            Some("app/bin")
+        );
+        for bad in ["/srv/app", "../up", "app/../../x", "./app"] {
+            let (_, messages) = config(bad);
+            assert_eq!(messages.len(), 1, "{bad}: {messages:?}");
+            assert!(
+                messages[0].starts_with(
+                    "/etc/sorat/sorat.yaml:4:48: `service.working_dir` is a folder inside the release"
+                ),
+                "{bad}: {messages:?}"
             );
         }
     }

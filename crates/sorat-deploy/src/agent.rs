@@ -103,6 +103,9 @@ pub enum HostOp {
         /// The target's name, which the service's lines carry (default: the agent's name).
         #[serde(default)]
         host: Option<String>,
+        /// The folder inside the release it runs in (none: the release's own).
+        #[serde(default)]
+        working_dir: Option<String>,
     },
     /// Stops the service.
     Stop {
@@ -119,6 +122,9 @@ pub enum HostOp {
         number: u32,
         /// Its command.
         command: String,
+        /// The folder inside the release it runs in (none: the release's own).
+        #[serde(default)]
+        working_dir: Option<String>,
         /// Its environment.
         env: Vec<(String, String)>,
         /// How long a stopped service may take.
@@ -337,6 +343,7 @@ impl AgentHost {
                 port,
                 stop_grace_ms: service.stop_grace.as_millis() as u64,
                 host: Some(self.name().to_owned()),
+                working_dir: service.working_dir.clone(),
             },
         )
         .await?;
@@ -426,6 +433,7 @@ impl AgentHost {
         let op = HostOp::SlotReady {
             number,
             command: env.service.command.clone(),
+            working_dir: env.service.working_dir.clone(),
             env: env.service.env.clone(),
             stop_grace_ms: env.service.stop_grace.as_millis() as u64,
             host: self.name.clone(),
@@ -632,6 +640,7 @@ impl HostExecutor {
                 port,
                 stop_grace_ms,
                 host: target_name,
+                working_dir,
             } => {
                 // A folder that ran blue-green gives its slots up for a plain service.
                 let slotted = self.slotted.lock().await.remove(dir);
@@ -646,7 +655,10 @@ impl HostExecutor {
                     host: target_name.unwrap_or_else(|| name.to_owned()),
                     release: number,
                     command,
-                    working_dir: host.current_path(),
+                    working_dir: match &working_dir {
+                        Some(dir) => host.current_path().join(dir),
+                        None => host.current_path(),
+                    },
                     port,
                     env,
                     restart: RestartPolicy::default(),
@@ -660,6 +672,7 @@ impl HostExecutor {
             HostOp::SlotReady {
                 number,
                 command,
+                working_dir,
                 env,
                 stop_grace_ms,
                 host: target_name,
@@ -673,6 +686,7 @@ impl HostExecutor {
                     name: String::new(),
                     service: ServiceConfig {
                         command,
+                        working_dir,
                         env,
                         restart: RestartPolicy::default(),
                         stop_grace: Duration::from_millis(stop_grace_ms),

@@ -29,8 +29,11 @@ use crate::ssh::{RemoteService, SshHost};
 /// How an environment's service runs.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
-    /// The command, run with `sh -c` in the host's `current` folder.
+    /// The command, run with `sh -c` in the host's `current` folder (or `working_dir` in it).
     pub command: String,
+    /// The folder inside the release the command runs in (none: the release's own); a
+    /// relative path without `..`.
+    pub working_dir: Option<String>,
     /// Its environment variables (besides `PORT` and `SORAT_RELEASE`).
     pub env: Vec<(String, String)>,
     /// Its restart policy.
@@ -72,6 +75,14 @@ pub type ResolvedEnv<'a> = std::pin::Pin<
 pub trait SecretResolver: Send + Sync + std::fmt::Debug {
     /// `env` with every secret reference replaced; an error says which one is missing.
     fn resolve<'a>(&'a self, env: &'a [(String, String)]) -> ResolvedEnv<'a>;
+}
+
+/// `folder` (a release's) joined with the service's `working_dir`, when it has one.
+fn within(folder: PathBuf, service: &ServiceConfig) -> PathBuf {
+    match &service.working_dir {
+        Some(dir) => folder.join(dir),
+        None => folder,
+    }
 }
 
 /// The service configuration to start: `env.service` with its secrets resolved.
@@ -725,7 +736,7 @@ impl Target {
                     host: host.name().to_owned(),
                     release,
                     command: service.command.clone(),
-                    working_dir: host.current_path(),
+                    working_dir: within(host.current_path(), service),
                     port: self.port,
                     env: service.env.clone(),
                     restart: service.restart.clone(),
@@ -833,7 +844,7 @@ impl Target {
                     host: host.name().to_owned(),
                     release,
                     command: config.command.clone(),
-                    working_dir: host.release_path(release),
+                    working_dir: within(host.release_path(release), config),
                     port,
                     env: service_env,
                     restart: config.restart.clone(),
@@ -1466,6 +1477,7 @@ pub async fn deploy(
     release.meta.config = Some(ReleaseConfig {
         command: env.service.command.clone(),
         env: env.service.env.clone(),
+        working_dir: env.service.working_dir.clone(),
     });
     let release = &release;
     let prepared = match abort_reason {
@@ -1898,11 +1910,14 @@ async fn recorded_env<'a>(
 ) -> Cow<'a, Environment> {
     if let Ok(record) = target.record(number).await
         && let Some(config) = record.config
-        && (config.command != env.service.command || config.env != env.service.env)
+        && (config.command != env.service.command
+            || config.env != env.service.env
+            || config.working_dir != env.service.working_dir)
     {
         let mut older = env.clone();
         older.service.command = config.command;
         older.service.env = config.env;
+        older.service.working_dir = config.working_dir;
         Cow::Owned(older)
     } else {
         Cow::Borrowed(env)

@@ -219,6 +219,9 @@ pub struct ReleaseConfig {
     pub command: String,
     /// Its environment variables.
     pub env: Vec<(String, String)>,
+    /// The folder inside the release it ran in (none: the release's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
 }
 
 /// What a release is, apart from its files: the part of `release.json` given by the caller.

@@ -1104,7 +1104,11 @@ fi"#,
         port: u16,
         lines: Option<mpsc::Sender<ServiceLine>>,
     ) -> Result<RemoteService, ReleaseError> {
-        self.start_unit(SERVICE_UNIT, "current", number, service, port, &[], lines)
+        let workdir = match &service.working_dir {
+            Some(dir) => format!("current/{dir}"),
+            None => "current".to_owned(),
+        };
+        self.start_unit(SERVICE_UNIT, &workdir, number, service, port, &[], lines)
             .await
     }
 
@@ -1119,9 +1123,13 @@ fi"#,
         lines: Option<mpsc::Sender<ServiceLine>>,
     ) -> Result<RemoteService, ReleaseError> {
         let slot_env = format!("SORAT_SLOT={}", crate::deploy::SLOT_NAMES[slot]);
+        let workdir = match &service.working_dir {
+            Some(dir) => format!("releases/{number}/{dir}"),
+            None => format!("releases/{number}"),
+        };
         self.start_unit(
             SLOT_UNITS[slot],
-            &format!("releases/{number}"),
+            &workdir,
             number,
             service,
             port,
@@ -1149,6 +1157,7 @@ fi"#,
             env,
             restart,
             stop_grace,
+            ..
         } = service;
         let grace_ms = stop_grace.as_millis().to_string();
         let number_text = number.to_string();

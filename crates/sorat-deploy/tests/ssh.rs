@@ -647,3 +647,83 @@ async fn the_services_environment_travels_in_a_private_file_not_on_a_command_lin
     );
     stop_all(&targets).await;
 }
+
+/// A release whose service lives in a folder of its own (`working_dir`), on a local host, an
+/// SSH host and a blue-green local host; the next release runs from its root again, and a
+/// rollback runs the first as it was recorded, in its folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_runs_in_its_working_dir_and_a_rollback_keeps_it() {
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let targets = vec![
+        Target::new(
+            sorat_deploy::Host::new("local", local.path().join("plain")),
+            free_port(),
+        ),
+        Target::ssh(
+            SshHost::new(sshd.target("remote", &sshd.hosts_dir().join("remote"))),
+            free_port(),
+        ),
+        Target::new(
+            sorat_deploy::Host::new("slotted", local.path().join("slotted")),
+            free_port(),
+        )
+        .with_slots(sorat_deploy::BlueGreenSlots {
+            ports: [free_port(), free_port()],
+            listen: std::net::IpAddr::from([127, 0, 0, 1]),
+            scale_down_delay: Duration::from_secs(600),
+        }),
+    ];
+    let mut env = environment(Duration::from_secs(20));
+    env.service.working_dir = Some("app".to_owned());
+    let nested = sorat_deploy::ReleaseSpec {
+        number: 1,
+        meta: common::meta("v1"),
+        files: release_files(
+            work.path(),
+            "1",
+            &[
+                ("app/server.py", common::SERVER_PY, 0o644),
+                ("app/VERSION", "v1", 0o644),
+                ("app/MODE", "ok", 0o644),
+            ],
+        ),
+    };
+    let report = deploy(&env, &targets[..2], &nested, Strategy::AllAtOnce).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    let report = deploy(
+        &env,
+        &targets[2..],
+        &nested,
+        Strategy::BlueGreen {
+            pre_promotion: None,
+            auto_promote: true,
+        },
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    assert_eq!(versions(&targets).await, ["v1", "v1", "v1"]);
+    // Release 2 has its service at the root and no working_dir.
+    env.service.working_dir = None;
+    let flat = service_release(work.path(), 2, "v2", "ok");
+    let report = deploy(&env, &targets[..2], &flat, Strategy::AllAtOnce).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    let report = deploy(
+        &env,
+        &targets[2..],
+        &flat,
+        Strategy::BlueGreen {
+            pre_promotion: None,
+            auto_promote: true,
+        },
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    assert_eq!(versions(&targets).await, ["v2", "v2", "v2"]);
+    // Back to 1: it runs in `app` again, as recorded, although the environment says nothing.
+    let report = rollback(&env, &targets, Some(1)).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    assert_eq!(versions(&targets).await, ["v1", "v1", "v1"]);
+    stop_all(&targets).await;
+}

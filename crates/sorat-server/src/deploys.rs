@@ -310,6 +310,7 @@ impl EnvironmentState {
             name: config.name.clone(),
             service: ServiceConfig {
                 command: config.command.clone(),
+                working_dir: config.working_dir.clone(),
                 env: config.env.clone(),
                 restart: RestartPolicy::default(),
                 stop_grace: config.stop_grace,

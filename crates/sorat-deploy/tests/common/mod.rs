@@ -139,6 +139,7 @@ pub fn environment(health_timeout: Duration) -> Environment {
         name: "staging".to_owned(),
         service: ServiceConfig {
             command: "exec python3 server.py".to_owned(),
+            working_dir: None,
             env: vec![("PYTHONUNBUFFERED".to_owned(), "1".to_owned())],
             restart: RestartPolicy::default(),
             stop_grace: Duration::from_secs(3),
