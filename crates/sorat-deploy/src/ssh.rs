@@ -178,21 +178,22 @@ alive() {
 /// `stop_unit GRACE_MS FOLDER`: SIGTERM to the process group in `FOLDER/pid` (a unit's
 /// supervisor), SIGKILL after `GRACE_MS`; prints `not-running`, `terminated` or `killed`.
 const STOP_UNIT: &str = r#"stop_unit() {
-  G=$1; S=$2
-  [ -f "$S/pid" ] || { echo not-running; return 0; }
-  pid=$(cat "$S/pid")
-  touch "$S/stopping"
-  if ! alive "$pid"; then rm -f "$S/pid"; echo not-running; return 0; fi
-  kill -TERM -"$pid" 2>/dev/null || true
-  waited=0
-  while alive "$pid"; do
-    if [ "$waited" -ge "$G" ]; then
-      kill -KILL -"$pid" 2>/dev/null || true
-      rm -f "$S/pid"; echo stopped > "$S/state"; echo killed; return 0
+  # Its variables start with `_`: a caller's `S`, `G` and the like stay as they were.
+  _g=$1; _s=$2
+  [ -f "$_s/pid" ] || { echo not-running; return 0; }
+  _p=$(cat "$_s/pid")
+  touch "$_s/stopping"
+  if ! alive "$_p"; then rm -f "$_s/pid"; echo not-running; return 0; fi
+  kill -TERM -"$_p" 2>/dev/null || true
+  _w=0
+  while alive "$_p"; do
+    if [ "$_w" -ge "$_g" ]; then
+      kill -KILL -"$_p" 2>/dev/null || true
+      rm -f "$_s/pid"; echo stopped > "$_s/state"; echo killed; return 0
     fi
-    sleep 0.01; waited=$((waited + 10))
+    sleep 0.01; _w=$((_w + 10))
   done
-  rm -f "$S/pid"; echo stopped > "$S/state"; echo terminated
+  rm -f "$_s/pid"; echo stopped > "$_s/state"; echo terminated
 }"#;
 
 /// Points `current` at release `$N` (checked to exist first): a new symlink renamed over it,
@@ -242,6 +243,8 @@ if [ -n "$up" ] && [ "$line" != "$SPEC" ]; then
   kill -KILL -"$g" 2>/dev/null || true; up=; rp=
 fi
 if [ -z "$up" ]; then
+  # A plain service (the target ran without slots before) holds the port the router takes.
+  stop_unit 10000 "$R/service" > /dev/null
   rm -f "$S/stopping" "$S/state" "$S/router.pid"
   printf '%s\n' "$SPEC" > "$S/spec"
   setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
@@ -1209,6 +1212,11 @@ fi"#,
             r#"{STOP_UNIT}
 G=$1; L=$2; shift 2
 stop_unit "$G" "$R/$1" > /dev/null
+# A plain service gives the slots and the router up (the target ran blue-green before; they
+# hold its port). Nothing to do, and no process listed, when they never ran.
+if [ "$1" = service ]; then
+  for u in router slots/blue slots/green; do stop_unit "$G" "$R/$u" > /dev/null; done
+fi
 S="$R/$1"
 mkdir -p "$S"
 (umask 077 && cat > "$S/env.tmp") && mv "$S/env.tmp" "$S/env"
@@ -1391,7 +1399,7 @@ cat "$R/router/routed" 2>/dev/null || echo"#,
         let spec = format!("{executable} {listen}");
         let port_text = port.to_string();
         let current_text = current.map(|number| number.to_string()).unwrap_or_default();
-        let script = format!("{ROUTE}\n[ -n \"$N\" ] || exit 0\n{SWITCH_CURRENT}");
+        let script = format!("{STOP_UNIT}\n{ROUTE}\n[ -n \"$N\" ] || exit 0\n{SWITCH_CURRENT}");
         let restart = crate::service::RestartPolicy::default();
         let initial = restart.initial_backoff.as_millis().max(1).to_string();
         let max = restart.max_backoff.as_millis().max(1).to_string();

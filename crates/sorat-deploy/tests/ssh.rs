@@ -690,36 +690,25 @@ async fn the_service_runs_in_its_working_dir_and_a_rollback_keeps_it() {
             ],
         ),
     };
-    let report = deploy(&env, &targets[..2], &nested, Strategy::AllAtOnce).await;
-    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
-    let report = deploy(
-        &env,
-        &targets[2..],
-        &nested,
-        Strategy::BlueGreen {
-            pre_promotion: None,
-            auto_promote: true,
-        },
-    )
-    .await;
-    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    // The plain hosts all at once, the slotted one blue-green.
+    let deploy_everywhere = |env: sorat_deploy::Environment, release: sorat_deploy::ReleaseSpec| {
+        let targets = &targets;
+        async move {
+            let plain = deploy(&env, &targets[..2], &release, Strategy::AllAtOnce).await;
+            assert_eq!(plain.outcome, Outcome::Succeeded, "{plain:#?}");
+            let blue_green = Strategy::BlueGreen {
+                pre_promotion: None,
+                auto_promote: true,
+            };
+            let slotted = deploy(&env, &targets[2..], &release, blue_green).await;
+            assert_eq!(slotted.outcome, Outcome::Succeeded, "{slotted:#?}");
+        }
+    };
+    deploy_everywhere(env.clone(), nested).await;
     assert_eq!(versions(&targets).await, ["v1", "v1", "v1"]);
     // Release 2 has its service at the root and no working_dir.
     env.service.working_dir = None;
-    let flat = service_release(work.path(), 2, "v2", "ok");
-    let report = deploy(&env, &targets[..2], &flat, Strategy::AllAtOnce).await;
-    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
-    let report = deploy(
-        &env,
-        &targets[2..],
-        &flat,
-        Strategy::BlueGreen {
-            pre_promotion: None,
-            auto_promote: true,
-        },
-    )
-    .await;
-    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    deploy_everywhere(env.clone(), service_release(work.path(), 2, "v2", "ok")).await;
     assert_eq!(versions(&targets).await, ["v2", "v2", "v2"]);
     // Back to 1: it runs in `app` again, as recorded, although the environment says nothing.
     let report = rollback(&env, &targets, Some(1)).await.unwrap();

@@ -59,6 +59,58 @@ fn publish(api: &Api, version: &str) {
     assert_eq!(status, 201, "{body}");
 }
 
+/// A client asking `GET /version` on a port every 10 ms in a thread of its own, until
+/// [`Asker::answers`] stops it.
+struct Asker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Option<String>>>,
+}
+
+impl Asker {
+    fn start(port: u16) -> Asker {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(version_on(port));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            seen
+        });
+        Asker { stop, thread }
+    }
+
+    /// Stops asking; asserts that every request was answered and returns the versions seen,
+    /// each run of the same one once.
+    fn answers(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = self.thread.join().unwrap();
+        let failures = seen.iter().filter(|answer| answer.is_none()).count();
+        assert_eq!(failures, 0, "{failures} of {} requests failed", seen.len());
+        let mut versions: Vec<String> = Vec::new();
+        for answer in seen.into_iter().flatten() {
+            if versions.last() != Some(&answer) {
+                versions.push(answer);
+            }
+        }
+        versions
+    }
+}
+
+/// The `sorat.yaml` target `web-<i>` on the test sshd, in `<hosts>/web<i>`, with `extra`
+/// keys (`port: …`).
+fn ssh_target_yaml(sshd: &crate::sshd::Sshd, i: usize, extra: &str) -> String {
+    format!(
+        "      - name: web-{i}\n        ssh: {{ host: 127.0.0.1, ssh_port: {}, user: {}, key: {}, known_hosts: {}, dir: {}, {extra} }}\n",
+        sshd.port,
+        sshd.user,
+        sshd.key.display(),
+        sshd.known_hosts.display(),
+        sshd.hosts_dir().join(format!("web{i}")).display()
+    )
+}
+
 fn version_on(port: u16) -> Option<String> {
     reqwest::blocking::get(format!("http://127.0.0.1:{port}/version"))
         .ok()?
@@ -479,16 +531,7 @@ fn deploys_to_ssh_hosts_from_sorat_yaml_and_their_services_outlive_the_server() 
     let targets: String = ports
         .iter()
         .enumerate()
-        .map(|(i, port)| {
-            format!(
-                "      - name: web-{i}\n        ssh: {{ host: 127.0.0.1, ssh_port: {}, user: {}, key: {}, known_hosts: {}, dir: {}, port: {port} }}\n",
-                sshd.port,
-                sshd.user,
-                sshd.key.display(),
-                sshd.known_hosts.display(),
-                sshd.hosts_dir().join(format!("web{i}")).display()
-            )
-        })
+        .map(|(i, port)| ssh_target_yaml(&sshd, i, &format!("port: {port}")))
         .collect();
     let config = format!(
         "  []\nenvironments:\n  remote:\n    targets:\n{targets}    service: {{ command: exec python3 app.py, stop_grace: 5s }}\n    health: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 15s }}\n    strategy: all-at-once\n"
@@ -577,6 +620,44 @@ fn deploys_to_ssh_hosts_from_sorat_yaml_and_their_services_outlive_the_server() 
     assert_eq!(code, Some(0), "{out}");
     for port in &ports {
         assert_eq!(version_on(*port).as_deref(), Some("2"), "{out}");
+    }
+
+    // The same hosts turn blue-green: the router takes the port the plain service held.
+    let plain = std::fs::read_to_string(&server.config).unwrap();
+    let mut slotted = plain.replace("strategy: all-at-once", "strategy: blue-green");
+    for port in &ports {
+        slotted = slotted.replace(
+            &format!("port: {port} }}"),
+            &format!("port: {port}, slots: [{}, {}] }}", free_port(), free_port()),
+        );
+    }
+    let switch_config = |server: &mut Server, text: &str| {
+        server.terminate();
+        std::fs::write(&server.config, text).unwrap();
+        server.spawn();
+    };
+    switch_config(&mut server, &slotted);
+    let (code, out) = server.cli_text(&["deploy", "remote", "--artifact", "app@1"]);
+    assert_eq!(code, Some(0), "{out}\n{}", server.log_text());
+    for (i, port) in ports.iter().enumerate() {
+        assert_eq!(version_on(*port).as_deref(), Some("1"), "{out}");
+        let plain_state = sshd.hosts_dir().join(format!("web{i}/service/state"));
+        assert_eq!(
+            std::fs::read_to_string(plain_state).unwrap().trim(),
+            "stopped"
+        );
+    }
+    // And back: the plain service takes the port from the router.
+    switch_config(&mut server, &plain);
+    let (code, out) = server.cli_text(&["deploy", "remote", "--artifact", "app@2"]);
+    assert_eq!(code, Some(0), "{out}\n{}", server.log_text());
+    for (i, port) in ports.iter().enumerate() {
+        assert_eq!(version_on(*port).as_deref(), Some("2"), "{out}");
+        let router_state = sshd.hosts_dir().join(format!("web{i}/router/state"));
+        assert_eq!(
+            std::fs::read_to_string(router_state).unwrap().trim(),
+            "stopped"
+        );
     }
     // The services' process groups go when `sshd` is dropped.
 }
@@ -813,18 +894,7 @@ fn blue_green_through_an_agent() {
     );
 
     // A client asks all along the deploy of 2 and the rollback.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let asking = {
-        let stop = std::sync::Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let mut seen: Vec<Option<String>> = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                seen.push(version_on(port));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            seen
-        })
-    };
+    let asker = Asker::start(port);
     std::thread::sleep(Duration::from_millis(200));
     let (status, body) = deploy("2");
     assert_eq!(status, 200, "{body:#}\n{}", server.log_text());
@@ -848,23 +918,7 @@ fn blue_green_through_an_agent() {
     let (status, body) = admin.post("/api/v1/environments/fleet/rollback", json!({}));
     assert_eq!(status, 200, "{body:#}");
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let seen = asking.join().unwrap();
-    let failures = seen.iter().filter(|answer| answer.is_none()).count();
-    let mut versions: Vec<String> = Vec::new();
-    for answer in seen.iter().flatten() {
-        if versions.last() != Some(answer) {
-            versions.push(answer.clone());
-        }
-    }
-    assert_eq!(
-        failures,
-        0,
-        "{} of {} requests failed",
-        failures,
-        seen.len()
-    );
-    assert_eq!(versions, ["1", "2", "1"], "{seen:?}");
+    assert_eq!(asker.answers(), ["1", "2", "1"]);
     // The rollback switched back to the release 1 still running: it started once (the
     // agent sends its lines within 200 ms).
     std::thread::sleep(Duration::from_millis(600));
@@ -907,14 +961,7 @@ fn blue_green_on_ssh_hosts_through_sorats_router_there() {
         .iter()
         .enumerate()
         .map(|(i, [port, blue, green])| {
-            format!(
-                "      - name: web-{i}\n        ssh: {{ host: 127.0.0.1, ssh_port: {}, user: {}, key: {}, known_hosts: {}, dir: {}, port: {port}, slots: [{blue}, {green}] }}\n",
-                sshd.port,
-                sshd.user,
-                sshd.key.display(),
-                sshd.known_hosts.display(),
-                sshd.hosts_dir().join(format!("web{i}")).display()
-            )
+            ssh_target_yaml(&sshd, i, &format!("port: {port}, slots: [{blue}, {green}]"))
         })
         .collect();
     let config = format!(
@@ -968,20 +1015,9 @@ fn blue_green_on_ssh_hosts_through_sorats_router_there() {
         .collect();
 
     // Clients ask both hosts all along the deploy of 2 and the rollback.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let askers: Vec<_> = hosts
+    let askers: Vec<Asker> = hosts
         .iter()
-        .map(|[port, _, _]| {
-            let (stop, port) = (std::sync::Arc::clone(&stop), *port);
-            std::thread::spawn(move || {
-                let mut seen: Vec<Option<String>> = Vec::new();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    seen.push(version_on(port));
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                seen
-            })
-        })
+        .map(|[port, _, _]| Asker::start(*port))
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let (status, body) = deploy("2");
@@ -1010,18 +1046,8 @@ fn blue_green_on_ssh_hosts_through_sorats_router_there() {
     let (status, body) = admin.post("/api/v1/environments/remote/rollback", json!({}));
     assert_eq!(status, 200, "{body:#}\n{}", server.log_text());
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for asker in askers {
-        let seen = asker.join().unwrap();
-        let failures = seen.iter().filter(|answer| answer.is_none()).count();
-        let mut versions: Vec<String> = Vec::new();
-        for answer in seen.iter().flatten() {
-            if versions.last() != Some(answer) {
-                versions.push(answer.clone());
-            }
-        }
-        assert_eq!(failures, 0, "{failures} of {} requests failed", seen.len());
-        assert_eq!(versions, ["1", "2", "1"], "{seen:?}");
+        assert_eq!(asker.answers(), ["1", "2", "1"]);
     }
     // The rollback switched back to release 1, still running: its supervisors are the same.
     for (i, blue_pid) in blue_pids.iter().enumerate() {
