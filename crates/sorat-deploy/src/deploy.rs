@@ -656,7 +656,7 @@ impl Target {
             *self.service.lock().await = Some(Running::Remote(host.watch_service()));
             return Ok(Some(number));
         }
-        self.restart(env, number)
+        self.restart(env, number, false)
             .await
             .map_err(|error| DeployError::Service {
                 host: self.name().to_owned(),
@@ -718,12 +718,19 @@ impl Target {
         }
     }
 
-    /// Stops the old service and starts `release`'s; returns a receiver of its states.
+    /// Stops the old service and starts `release`'s; returns a receiver of its states. With
+    /// `switch`, `current` is pointed at `release` first (on an SSH host in the same command).
     async fn restart(
         &self,
         env: &Environment,
         release: u32,
+        switch: bool,
     ) -> Result<watch::Receiver<ServiceState>, String> {
+        if switch && !matches!(self.place, Place::Ssh(_)) {
+            self.switch(release)
+                .await
+                .map_err(|error| format!("cannot switch to release {release}: {error}"))?;
+        }
         let service = service_to_start(env).await?;
         let service = service.as_ref();
         let mut slot = self.service.lock().await;
@@ -748,10 +755,14 @@ impl Target {
             }
             Place::Ssh(host) => {
                 slot.take();
-                let running = host
-                    .start_service(release, service, self.port, self.lines.clone())
-                    .await
-                    .map_err(|error| error.to_string())?;
+                let lines = self.lines.clone();
+                let started = if switch {
+                    host.switch_and_start_service(release, service, self.port, lines)
+                        .await
+                } else {
+                    host.start_service(release, service, self.port, lines).await
+                };
+                let running = started.map_err(|error| error.to_string())?;
                 let states = running.watch();
                 *slot = Some(Running::Remote(running));
                 Ok(states)
@@ -1867,14 +1878,20 @@ async fn activate(
             duration: since.elapsed(),
         });
     };
-    let since = Instant::now();
-    let switched = target.switch(number).await;
-    time(switch_phase, since);
-    if let Err(error) = switched {
-        return (
-            Err(format!("cannot switch to release {number}: {error}")),
-            timings,
-        );
+    // A rollback on an SSH host switches `current` within the restart's command (a round trip
+    // fewer): its switch is then part of the restart phase.
+    let switch_within_restart =
+        switch_phase == Phase::RollbackSwitch && matches!(target.place, Place::Ssh(_));
+    if !switch_within_restart {
+        let since = Instant::now();
+        let switched = target.switch(number).await;
+        time(switch_phase, since);
+        if let Err(error) = switched {
+            return (
+                Err(format!("cannot switch to release {number}: {error}")),
+                timings,
+            );
+        }
     }
     let since = Instant::now();
     // Going back to a release runs it with the service configuration it was deployed with.
@@ -1883,7 +1900,7 @@ async fn activate(
         _ => Cow::Borrowed(env),
     };
     let env = env.as_ref();
-    let states = target.restart(env, number).await;
+    let states = target.restart(env, number, switch_within_restart).await;
     time(restart_phase, since);
     let states = match states {
         Ok(states) => states,

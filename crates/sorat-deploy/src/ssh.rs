@@ -165,13 +165,12 @@ hash() {
 }
 fsync() { sync -- "$@" 2>/dev/null || sync; }
 # A process group is alive while it has a process that is not a zombie (a host whose init
-# reaps slowly keeps zombies around, and `kill -0` counts them).
+# reaps slowly keeps zombies around, and `kill -0` counts them): a group `kill -0` does not
+# find is gone at once, one it finds is looked for among the processes.
 alive() {
-  if command -v ps >/dev/null 2>&1; then
-    ps -eo pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
-  else
-    kill -0 -"$1" 2>/dev/null
-  fi
+  kill -0 -"$1" 2>/dev/null || return 1
+  command -v ps >/dev/null 2>&1 || return 0
+  ps -eo pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
 }
 "#;
 
@@ -1111,8 +1110,43 @@ fi"#,
             Some(dir) => format!("current/{dir}"),
             None => "current".to_owned(),
         };
-        self.start_unit(SERVICE_UNIT, &workdir, number, service, port, &[], lines)
-            .await
+        self.start_unit(
+            SERVICE_UNIT,
+            &workdir,
+            number,
+            service,
+            port,
+            &[],
+            lines,
+            false,
+        )
+        .await
+    }
+
+    /// [`SshHost::start_service`] after pointing `current` at release `number`, in the same
+    /// round trip (a rollback's switch and restart).
+    pub async fn switch_and_start_service(
+        self: &Arc<Self>,
+        number: u32,
+        service: &ServiceConfig,
+        port: u16,
+        lines: Option<mpsc::Sender<ServiceLine>>,
+    ) -> Result<RemoteService, ReleaseError> {
+        let workdir = match &service.working_dir {
+            Some(dir) => format!("current/{dir}"),
+            None => "current".to_owned(),
+        };
+        self.start_unit(
+            SERVICE_UNIT,
+            &workdir,
+            number,
+            service,
+            port,
+            &[],
+            lines,
+            true,
+        )
+        .await
     }
 
     /// Starts release `number` in blue-green slot `slot` (0 blue, 1 green) on `port`, run
@@ -1138,12 +1172,14 @@ fi"#,
             port,
             &[&slot_env],
             lines,
+            false,
         )
         .await
     }
 
     /// Starts `command` of `service` under the remote supervisor in the folder `unit`
-    /// (under the root), run from `workdir` with `PORT` = `port`.
+    /// (under the root), run from `workdir` with `PORT` = `port`; first points `current` at
+    /// release `number` when `switch` says so.
     #[allow(clippy::too_many_arguments)]
     async fn start_unit(
         self: &Arc<Self>,
@@ -1154,6 +1190,7 @@ fi"#,
         port: u16,
         extra_env: &[&str],
         lines: Option<mpsc::Sender<ServiceLine>>,
+        switch: bool,
     ) -> Result<RemoteService, ReleaseError> {
         let ServiceConfig {
             command,
@@ -1196,6 +1233,7 @@ fi"#,
         }
         let args: Vec<&str> = vec![
             &grace_ms,
+            if switch { "switch" } else { "" },
             SUPERVISOR,
             unit,
             workdir,
@@ -1210,7 +1248,12 @@ fi"#,
         // What ran in this unit stops first, in the same round trip.
         let script = format!(
             r#"{STOP_UNIT}
-G=$1; L=$2; shift 2
+G=$1; SW=$2; L=$3; shift 3
+if [ -n "$SW" ]; then
+  N=$3
+  [ -d "$R/releases/$N" ] || exit 3
+{SWITCH_CURRENT}
+fi
 stop_unit "$G" "$R/$1" > /dev/null
 # A plain service gives the slots and the router up (the target ran blue-green before; they
 # hold its port). Nothing to do, and no process listed, when they never ran.
@@ -1227,14 +1270,30 @@ echo "$(wc -c < "$S/log") $(wc -c < "$S/err")"
 setsid sh -c "$L" sorat-service "$R" "$@" < /dev/null >> "$S/log" 2>&1 &
 echo $! > "$S/pid""#
         );
-        let started = self
-            .run_ok(
+        let ran = self
+            .run(
                 "cannot start the service",
                 &script,
                 &args,
                 Some(Input::Bytes(env_file.as_bytes())),
             )
             .await?;
+        let started = match ran.code {
+            Some(0) => ran.stdout,
+            Some(3) if switch => {
+                return Err(ReleaseError::NotFound {
+                    host: self.name().to_owned(),
+                    number,
+                });
+            }
+            _ => {
+                return Err(remote_error(
+                    self.name(),
+                    "cannot start the service",
+                    ran.failure(),
+                ));
+            }
+        };
         // What the new release writes starts here in its log and err.
         let mut sizes = started
             .split_whitespace()

@@ -41,8 +41,11 @@ pub struct EnvironmentState {
     pub targets: Vec<Target>,
     /// How a deploy goes through them.
     pub strategy: Strategy,
-    /// One deployment or rollback at a time.
+    /// One deployment or rollback at a time (and none while the server brings its services
+    /// up after starting).
     pub busy: tokio::sync::Mutex<()>,
+    /// True until [`start_services`] has brought this environment's services up.
+    pub starting: std::sync::atomic::AtomicBool,
     /// The last lines its services wrote, oldest first.
     pub lines: Arc<std::sync::Mutex<std::collections::VecDeque<Value>>>,
     /// A deploy waiting for a decision, if any.
@@ -398,6 +401,7 @@ impl EnvironmentState {
             targets,
             strategy,
             busy: tokio::sync::Mutex::new(()),
+            starting: std::sync::atomic::AtomicBool::new(true),
             lines,
             pauses,
         }
@@ -669,15 +673,51 @@ fn analysis_steps(config: &EnvironmentConfig) -> Vec<Arc<AnalysisStep>> {
     out
 }
 
-/// Starts the services of every environment's current release (after a restart).
+/// Starts the services of every environment's current release (after a restart), each
+/// environment's hosts at once, holding the environment as a deploy does: a deploy that
+/// comes meanwhile waits for it (it would otherwise race the start, slot for slot).
 pub async fn start_services(state: &Arc<AppState>) {
-    for environment in state.environments.values() {
-        for target in &environment.targets {
-            if let Err(error) = target.start(&environment.environment).await {
-                tracing::warn!(environment = %environment.config.name, %error, "starting a service");
+    futures_util::future::join_all(state.environments.values().map(|environment| async move {
+        let _busy = environment.busy.lock().await;
+        let started = futures_util::future::join_all(
+            environment
+                .targets
+                .iter()
+                .map(|target| target.start(&environment.environment)),
+        )
+        .await;
+        for (target, result) in environment.targets.iter().zip(started) {
+            if let Err(error) = result {
+                tracing::warn!(environment = %environment.config.name, host = %target.name(), %error, "starting a service");
             }
         }
+        environment
+            .starting
+            .store(false, std::sync::atomic::Ordering::Release);
+    }))
+    .await;
+}
+
+/// Takes the environment for a deploy or a rollback: refused (409 `busy`) while another runs;
+/// right after the server started, it waits (up to two minutes) for the services to be up.
+async fn hold<'a>(
+    environment: &'a EnvironmentState,
+    name: &str,
+) -> ApiResult<tokio::sync::MutexGuard<'a, ()>> {
+    if environment
+        .starting
+        .load(std::sync::atomic::Ordering::Acquire)
+        && let Ok(held) =
+            tokio::time::timeout(Duration::from_secs(120), environment.busy.lock()).await
+    {
+        return Ok(held);
     }
+    environment.busy.try_lock().map_err(|_| {
+        ApiError::conflict(
+            "busy",
+            format!("environment `{name}` is being deployed or rolled back"),
+        )
+    })
 }
 
 /// Stops every service (on shutdown), each with its grace period.
@@ -1062,12 +1102,7 @@ pub async fn deploy(
             }
         }
     }
-    let _busy = environment.busy.try_lock().map_err(|_| {
-        ApiError::conflict(
-            "busy",
-            format!("environment `{name}` is being deployed or rolled back"),
-        )
-    })?;
+    let _busy = hold(&environment, &name).await?;
     // The files, staged once by digest, per environment (its deploys run one at a time);
     // after the deploy only this artifact's files stay, for the next deploy of it.
     let staging = state
@@ -1181,12 +1216,7 @@ pub async fn rollback(
     caller.require(&state.store, None, Role::Developer).await?;
     let environment = Arc::clone(find(&state, &name)?);
     let body = body.map(|Json(body)| body).unwrap_or_default();
-    let _busy = environment.busy.try_lock().map_err(|_| {
-        ApiError::conflict(
-            "busy",
-            format!("environment `{name}` is being deployed or rolled back"),
-        )
-    })?;
+    let _busy = hold(&environment, &name).await?;
     let started_at = crate::now();
     let report = sorat_deploy::rollback(&environment.environment, &environment.targets, body.to)
         .await
