@@ -844,6 +844,13 @@ impl Target {
         }
         let config = service_to_start(env).await?;
         let config = config.as_ref();
+        // The router's executable goes to the host now, before any lock is held: the switch
+        // holds the target's locks and should be one short command.
+        if let SlotHost::Ssh(host) = &place {
+            host.ensure_router()
+                .await
+                .map_err(|error| error.to_string())?;
+        }
         let mut state = slots.state.lock().await;
         let slot = state.active.map_or(0, |active| 1 - active);
         let port = slots.config.ports[slot];

@@ -1501,6 +1501,15 @@ cat "$R/router/routed" 2>/dev/null || echo"#,
         self.stop_unit(ROUTER_UNIT, grace).await
     }
 
+    /// Uploads the router's executable when the host lacks it (once per process and version),
+    /// so that the switch later is quick; nothing when no router was given.
+    pub(crate) async fn ensure_router(&self) -> Result<(), ReleaseError> {
+        match &self.router_binary {
+            Some(binary) => self.router_executable(binary).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
     /// The name of Sorat's executable in the router's folder on the host, uploaded there
     /// (checked by its digest) when it is missing.
     async fn router_executable(&self, binary: &Path) -> Result<String, ReleaseError> {
