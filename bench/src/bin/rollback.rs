@@ -269,37 +269,32 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
 
     let mut table = Table::new(&["rollback of 3 hosts", "median", "p90", "max"]);
-    let max = |times: &[Duration]| times.iter().max().copied().unwrap_or_default();
-    table.row(vec![
-        "Sorat, request → every host healthy".into(),
-        millis(median(&sorat_wall)),
-        millis(percentile(&sorat_wall, 0.9)),
-        millis(max(&sorat_wall)),
-    ]);
-    table.row(vec![
-        "Sorat's own time (switch + restart, slowest host)".into(),
-        millis(median(&sorat_own)),
-        millis(percentile(&sorat_own, 0.9)),
-        millis(max(&sorat_own)),
-    ]);
-    table.row(vec![
-        "Sorat blue-green, request → every host switched back".into(),
-        millis(median(&bg_wall)),
-        millis(percentile(&bg_wall, 0.9)),
-        millis(max(&bg_wall)),
-    ]);
-    table.row(vec![
-        "Sorat blue-green's own time (switch, slowest host)".into(),
-        millis(median(&bg_own)),
-        millis(percentile(&bg_own, 0.9)),
-        millis(max(&bg_own)),
-    ]);
-    table.row(vec![
-        "peer: ln -sfn + mv -T, kill, start, poll /healthz".into(),
-        millis(median(&peer_wall)),
-        millis(percentile(&peer_wall, 0.9)),
-        millis(max(&peer_wall)),
-    ]);
+    for (label, times) in [
+        ("Sorat, request → every host healthy", &sorat_wall),
+        (
+            "Sorat's own time (switch + restart, slowest host)",
+            &sorat_own,
+        ),
+        (
+            "Sorat blue-green, request → every host switched back",
+            &bg_wall,
+        ),
+        (
+            "Sorat blue-green's own time (switch, slowest host)",
+            &bg_own,
+        ),
+        (
+            "peer: ln -sfn + mv -T, kill, start, poll /healthz",
+            &peer_wall,
+        ),
+    ] {
+        table.row(vec![
+            label.to_owned(),
+            millis(median(times)),
+            millis(percentile(times, 0.9)),
+            millis(times.iter().max().copied().unwrap_or_default()),
+        ]);
+    }
     println!(
         "## Rollback of three local hosts ({} rounds each)\n",
         args.rounds

@@ -373,17 +373,10 @@ impl AgentHost {
                         reason: error.to_string(),
                     }),
                 };
-                if let Some(state) = state {
-                    let ended =
-                        matches!(state, ServiceState::Failed { .. } | ServiceState::Stopped);
-                    sender.send_if_modified(|old| {
-                        let changed = *old != state;
-                        *old = state;
-                        changed
-                    });
-                    if ended {
-                        return;
-                    }
+                if let Some(state) = state
+                    && crate::ssh::publish_state(&sender, state)
+                {
+                    return;
                 }
                 if sender.is_closed() {
                     return;

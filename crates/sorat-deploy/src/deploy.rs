@@ -755,14 +755,10 @@ impl Target {
             }
             Place::Ssh(host) => {
                 slot.take();
-                let lines = self.lines.clone();
-                let started = if switch {
-                    host.switch_and_start_service(release, service, self.port, lines)
-                        .await
-                } else {
-                    host.start_service(release, service, self.port, lines).await
-                };
-                let running = started.map_err(|error| error.to_string())?;
+                let running = host
+                    .start_service(release, service, self.port, self.lines.clone(), switch)
+                    .await
+                    .map_err(|error| error.to_string())?;
                 let states = running.watch();
                 *slot = Some(Running::Remote(running));
                 Ok(states)

@@ -78,6 +78,14 @@ pub struct SshHost {
     router_binary: Option<PathBuf>,
 }
 
+/// `folder` (under the root) joined with the service's `working_dir`, when it has one.
+fn within(folder: String, service: &ServiceConfig) -> String {
+    match &service.working_dir {
+        Some(dir) => format!("{folder}/{dir}"),
+        None => folder,
+    }
+}
+
 /// What runs in a blue-green SSH target's units, as [`SshHost::slot_status`] read it.
 #[derive(Debug, Default)]
 pub(crate) struct RemoteSlots {
@@ -1098,18 +1106,17 @@ fi"#,
 
     /// Starts the service of release `number` under the remote supervisor (stopping one
     /// that runs first); returns a receiver of its states, read from the host every
-    /// `poll` while someone listens.
+    /// `poll` while someone listens. With `switch`, `current` is pointed at `number` first,
+    /// in the same round trip (a rollback's switch and restart).
     pub async fn start_service(
         self: &Arc<Self>,
         number: u32,
         service: &ServiceConfig,
         port: u16,
         lines: Option<mpsc::Sender<ServiceLine>>,
+        switch: bool,
     ) -> Result<RemoteService, ReleaseError> {
-        let workdir = match &service.working_dir {
-            Some(dir) => format!("current/{dir}"),
-            None => "current".to_owned(),
-        };
+        let workdir = within("current".to_owned(), service);
         self.start_unit(
             SERVICE_UNIT,
             &workdir,
@@ -1118,33 +1125,7 @@ fi"#,
             port,
             &[],
             lines,
-            false,
-        )
-        .await
-    }
-
-    /// [`SshHost::start_service`] after pointing `current` at release `number`, in the same
-    /// round trip (a rollback's switch and restart).
-    pub async fn switch_and_start_service(
-        self: &Arc<Self>,
-        number: u32,
-        service: &ServiceConfig,
-        port: u16,
-        lines: Option<mpsc::Sender<ServiceLine>>,
-    ) -> Result<RemoteService, ReleaseError> {
-        let workdir = match &service.working_dir {
-            Some(dir) => format!("current/{dir}"),
-            None => "current".to_owned(),
-        };
-        self.start_unit(
-            SERVICE_UNIT,
-            &workdir,
-            number,
-            service,
-            port,
-            &[],
-            lines,
-            true,
+            switch,
         )
         .await
     }
@@ -1160,10 +1141,7 @@ fi"#,
         lines: Option<mpsc::Sender<ServiceLine>>,
     ) -> Result<RemoteService, ReleaseError> {
         let slot_env = format!("SORAT_SLOT={}", crate::deploy::SLOT_NAMES[slot]);
-        let workdir = match &service.working_dir {
-            Some(dir) => format!("releases/{number}/{dir}"),
-            None => format!("releases/{number}"),
-        };
+        let workdir = within(format!("releases/{number}"), service);
         self.start_unit(
             SLOT_UNITS[slot],
             &workdir,
@@ -1693,6 +1671,18 @@ impl Drop for RemoteService {
     }
 }
 
+/// Sends `state` to a remote service's watchers when it differs from the last one; true when
+/// the service has ended (failed or stopped), so that its watch can end too.
+pub(crate) fn publish_state(sender: &watch::Sender<ServiceState>, state: ServiceState) -> bool {
+    let ended = matches!(state, ServiceState::Failed { .. } | ServiceState::Stopped);
+    sender.send_if_modified(|old| {
+        let changed = *old != state;
+        *old = state;
+        changed
+    });
+    ended
+}
+
 /// Reads the remote state quickly while the service starts, then every few seconds.
 async fn poll_state(host: Arc<SshHost>, unit: &'static str, sender: watch::Sender<ServiceState>) {
     let started = tokio::time::Instant::now();
@@ -1703,33 +1693,15 @@ async fn poll_state(host: Arc<SshHost>, unit: &'static str, sender: watch::Sende
             Duration::from_secs(5)
         };
         tokio::time::sleep(pause).await;
-        match host.read_state(unit).await {
-            Ok(state) => {
-                let ended = matches!(state, ServiceState::Failed { .. } | ServiceState::Stopped);
-                sender.send_if_modified(|old| {
-                    if *old == state {
-                        false
-                    } else {
-                        *old = state;
-                        true
-                    }
-                });
-                if ended {
-                    return;
-                }
-            }
+        let state = host.read_state(unit).await.unwrap_or_else(|error| {
             // A host that cannot be reached: said so until it answers again.
-            Err(error) => {
-                tracing::debug!(host = %host.name(), %error, "reading the service's state");
-                let state = ServiceState::Unknown {
-                    reason: error.to_string(),
-                };
-                sender.send_if_modified(|old| {
-                    let changed = *old != state;
-                    *old = state;
-                    changed
-                });
+            tracing::debug!(host = %host.name(), %error, "reading the service's state");
+            ServiceState::Unknown {
+                reason: error.to_string(),
             }
+        });
+        if publish_state(&sender, state) {
+            return;
         }
         if sender.is_closed() {
             return;

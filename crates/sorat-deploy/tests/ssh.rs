@@ -597,11 +597,8 @@ async fn the_services_environment_travels_in_a_private_file_not_on_a_command_lin
     use std::os::unix::fs::PermissionsExt as _;
     let sshd = Sshd::start();
     let work = tempfile::tempdir().unwrap();
-    let host = sshd.hosts_dir().join("envy");
-    let targets = vec![Target::ssh(
-        SshHost::new(sshd.target("envy", &host)),
-        free_port(),
-    )];
+    let targets = ssh_targets(&sshd, &sshd.hosts_dir(), 1);
+    let host = sshd.hosts_dir().join("host0");
     let mut env = environment(Duration::from_secs(20));
     let greeting = "it's \"quoted\" $HOME `id` \\ and\na second line";
     env.service.env = vec![("GREETING".to_owned(), greeting.to_owned())];

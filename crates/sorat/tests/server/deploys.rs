@@ -636,28 +636,18 @@ fn deploys_to_ssh_hosts_from_sorat_yaml_and_their_services_outlive_the_server() 
         std::fs::write(&server.config, text).unwrap();
         server.spawn();
     };
-    switch_config(&mut server, &slotted);
-    let (code, out) = server.cli_text(&["deploy", "remote", "--artifact", "app@1"]);
-    assert_eq!(code, Some(0), "{out}\n{}", server.log_text());
-    for (i, port) in ports.iter().enumerate() {
-        assert_eq!(version_on(*port).as_deref(), Some("1"), "{out}");
-        let plain_state = sshd.hosts_dir().join(format!("web{i}/service/state"));
-        assert_eq!(
-            std::fs::read_to_string(plain_state).unwrap().trim(),
-            "stopped"
-        );
-    }
-    // And back: the plain service takes the port from the router.
-    switch_config(&mut server, &plain);
-    let (code, out) = server.cli_text(&["deploy", "remote", "--artifact", "app@2"]);
-    assert_eq!(code, Some(0), "{out}\n{}", server.log_text());
-    for (i, port) in ports.iter().enumerate() {
-        assert_eq!(version_on(*port).as_deref(), Some("2"), "{out}");
-        let router_state = sshd.hosts_dir().join(format!("web{i}/router/state"));
-        assert_eq!(
-            std::fs::read_to_string(router_state).unwrap().trim(),
-            "stopped"
-        );
+    // Then back: the plain service takes the port from the router. Each time the unit that
+    // gave the port up is stopped.
+    for (config, version, given_up) in [(&slotted, "1", "service"), (&plain, "2", "router")] {
+        switch_config(&mut server, config);
+        let artifact = format!("app@{version}");
+        let (code, out) = server.cli_text(&["deploy", "remote", "--artifact", &artifact]);
+        assert_eq!(code, Some(0), "{out}\n{}", server.log_text());
+        for (i, port) in ports.iter().enumerate() {
+            assert_eq!(version_on(*port).as_deref(), Some(version), "{out}");
+            let state = sshd.hosts_dir().join(format!("web{i}/{given_up}/state"));
+            assert_eq!(std::fs::read_to_string(state).unwrap().trim(), "stopped");
+        }
     }
     // The services' process groups go when `sshd` is dropped.
 }
