@@ -36,15 +36,18 @@ pub(crate) async fn serve(
     let executor = Arc::new(HostExecutor::new(Some(lines)));
     // The services' lines go to the agent's log and, in batches, to the server, which puts
     // them in their environments' logs.
-    let forward = (Arc::clone(&options), client.clone());
+    let forward = (Arc::clone(&options), client.clone(), Arc::clone(&executor));
     tokio::spawn(async move {
-        let (options, client) = forward;
+        let (options, client, executor) = forward;
         let mut batch: Vec<Value> = Vec::new();
         let mut warned = false;
         while let Some(first) = receiver.recv().await {
             let deadline = tokio::time::Instant::now() + LINE_BATCH_WAIT;
             let mut next = Some(first);
-            while let Some(line) = next.take() {
+            while let Some(mut line) = next.take() {
+                // The server masks them too; this keeps the service's secrets out of the
+                // agent's own log.
+                line.line = executor.mask(&line.line);
                 tracing::info!(
                     target: "sorat::service",
                     host = %line.host,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sorat_pipeline::mask::Masker;
 use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::deploy::{BlueGreenSlots, Environment, ServiceConfig, Target};
@@ -106,6 +107,9 @@ pub enum HostOp {
         /// The folder inside the release it runs in (none: the release's own).
         #[serde(default)]
         working_dir: Option<String>,
+        /// The variables of `env` that hold secrets, which the agent masks in its own log.
+        #[serde(default)]
+        secrets: Vec<(String, String)>,
     },
     /// Stops the service.
     Stop {
@@ -141,6 +145,9 @@ pub enum HostOp {
         scale_down_delay_ms: u64,
         /// The health check, run on the host against the slot's port.
         health: crate::health::HealthCheck,
+        /// The variables of `env` that hold secrets, which the agent masks in its own log.
+        #[serde(default)]
+        secrets: Vec<(String, String)>,
     },
     /// Blue-green: switches the router (and `current`) to the slot running `number`.
     SlotPromote {
@@ -159,6 +166,9 @@ pub enum HostOp {
         port: u16,
         /// How long the attempt may take.
         limit_ms: u64,
+        /// Where a command probe runs (default: the folder's `current`).
+        #[serde(default)]
+        working_dir: Option<PathBuf>,
     },
 }
 
@@ -332,6 +342,7 @@ impl AgentHost {
         self: &Arc<Self>,
         number: u32,
         service: &ServiceConfig,
+        secrets: &[(String, String)],
         port: u16,
     ) -> Result<RemoteService, ReleaseError> {
         self.call(
@@ -344,6 +355,7 @@ impl AgentHost {
                 stop_grace_ms: service.stop_grace.as_millis() as u64,
                 host: Some(self.name().to_owned()),
                 working_dir: service.working_dir.clone(),
+                secrets: secrets.to_vec(),
             },
         )
         .await?;
@@ -419,6 +431,7 @@ impl AgentHost {
     pub(crate) async fn slot_ready(
         &self,
         env: &Environment,
+        secrets: &[(String, String)],
         number: u32,
         port: u16,
         slots: &BlueGreenSlots,
@@ -435,6 +448,7 @@ impl AgentHost {
             listen: slots.listen,
             scale_down_delay_ms: slots.scale_down_delay.as_millis() as u64,
             health: env.health.clone(),
+            secrets: secrets.to_vec(),
         };
         self.channel
             .call(&self.labels, &self.dir, op)
@@ -482,12 +496,14 @@ impl AgentHost {
         &self,
         probe: &Probe,
         port: u16,
+        working_dir: &Path,
         limit: Duration,
     ) -> Result<(), (String, bool)> {
         let op = HostOp::Probe {
             probe: probe.clone(),
             port,
             limit_ms: limit.as_millis() as u64,
+            working_dir: Some(working_dir.to_path_buf()),
         };
         match self.channel.call(&self.labels, &self.dir, op).await {
             Err(message) => Err((message, false)),
@@ -515,6 +531,8 @@ pub struct HostExecutor {
     services: Mutex<HashMap<PathBuf, Supervisor>>,
     slotted: Mutex<HashMap<PathBuf, Slotted>>,
     lines: Option<mpsc::Sender<ServiceLine>>,
+    /// The secrets of the services started, masked in what the agent logs of their lines.
+    masker: std::sync::Mutex<Masker>,
 }
 
 /// A blue-green folder on the agent's host: a local target with slots, and the environment
@@ -536,6 +554,24 @@ impl HostExecutor {
             services: Mutex::new(HashMap::new()),
             slotted: Mutex::new(HashMap::new()),
             lines,
+            masker: std::sync::Mutex::new(Masker::new()),
+        }
+    }
+
+    /// `text` (a service's line) with the secrets of every service started so far masked.
+    pub fn mask(&self, text: &str) -> String {
+        match self.masker.lock() {
+            Ok(masker) if !masker.is_empty() => masker.mask(text),
+            _ => text.to_owned(),
+        }
+    }
+
+    fn add_secrets(&self, secrets: &[(String, String)]) {
+        if let Ok(mut masker) = self.masker.lock() {
+            for (name, value) in secrets {
+                // The server refused a value too short to mask before it sent it.
+                let _ = masker.add_secret(name, value);
+            }
         }
     }
 
@@ -634,7 +670,9 @@ impl HostExecutor {
                 stop_grace_ms,
                 host: target_name,
                 working_dir,
+                secrets,
             } => {
+                self.add_secrets(&secrets);
                 // A folder that ran blue-green gives its slots up for a plain service.
                 let slotted = self.slotted.lock().await.remove(dir);
                 if let Some(old) = slotted {
@@ -674,7 +712,9 @@ impl HostExecutor {
                 listen,
                 scale_down_delay_ms,
                 health,
+                secrets,
             } => {
+                self.add_secrets(&secrets);
                 let environment = Environment {
                     name: String::new(),
                     service: ServiceConfig {
@@ -811,8 +851,10 @@ impl HostExecutor {
                 probe,
                 port,
                 limit_ms,
+                working_dir,
             } => {
-                let target = ProbeTarget::local(port, host.current_path());
+                let target =
+                    ProbeTarget::local(port, working_dir.unwrap_or_else(|| host.current_path()));
                 let limit = Duration::from_millis(limit_ms);
                 Ok(
                     match crate::health::probe_once(&probe, &target, limit).await {

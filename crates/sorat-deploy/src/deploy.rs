@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::agent::AgentHost;
 use crate::analysis::{Analysis, AnalysisOutcome, AnalysisReport, MetricsSource};
-use crate::health::{HealthCheck, ProbeTarget, probe_once, wait_healthy};
+use crate::health::{HealthCheck, Probe, ProbeTarget, probe_once, wait_healthy};
 use crate::release::{
     Host, ReleaseConfig, ReleaseError, ReleaseFile, ReleaseMeta, ReleaseRecord, ReleaseStatus,
 };
@@ -83,6 +83,18 @@ fn within(folder: PathBuf, service: &ServiceConfig) -> PathBuf {
         Some(dir) => folder.join(dir),
         None => folder,
     }
+}
+
+/// The variables of `resolved` (a service with its secrets resolved) that hold a secret:
+/// those whose value differs from `configured`'s reference.
+fn secret_values(configured: &ServiceConfig, resolved: &ServiceConfig) -> Vec<(String, String)> {
+    configured
+        .env
+        .iter()
+        .zip(&resolved.env)
+        .filter(|((_, reference), (_, value))| reference != value)
+        .map(|(_, secret)| secret.clone())
+        .collect()
 }
 
 /// The service configuration to start: `env.service` with its secrets resolved.
@@ -765,8 +777,9 @@ impl Target {
             }
             Place::Agent(host) => {
                 slot.take();
+                let secrets = secret_values(&env.service, service);
                 let running = host
-                    .start_service(release, service, self.port)
+                    .start_service(release, service, &secrets, self.port)
                     .await
                     .map_err(|error| error.to_string())?;
                 let states = running.watch();
@@ -1113,20 +1126,24 @@ impl Target {
         }
     }
 
-    fn probe_target(&self) -> ProbeTarget {
+    /// Where the health check of `service`, serving from `current`, is aimed: a command probe
+    /// runs where the service runs.
+    fn probe_target(&self, service: &ServiceConfig) -> ProbeTarget {
         match &self.place {
-            Place::Local(host) => ProbeTarget::local(self.port, host.current_path()),
+            Place::Local(host) => {
+                ProbeTarget::local(self.port, within(host.current_path(), service))
+            }
             Place::Ssh(host) => ProbeTarget {
                 address: host.target().address.clone(),
                 port: self.port,
-                working_dir: PathBuf::from(host.current_path()),
+                working_dir: within(PathBuf::from(host.current_path()), service),
                 remote: Some(Arc::clone(host)),
                 agent: None,
             },
             Place::Agent(host) => ProbeTarget {
                 address: String::new(),
                 port: self.port,
-                working_dir: PathBuf::from(format!("{}/current", host.dir())),
+                working_dir: within(PathBuf::from(format!("{}/current", host.dir())), service),
                 remote: None,
                 agent: Some(Arc::clone(host)),
             },
@@ -1849,9 +1866,14 @@ async fn activate(
     };
     let mut timings = Vec::new();
     if target.slots.is_some() {
-        // A release still running in a slot keeps the configuration it was started with.
+        // Going back runs the release with the configuration it was deployed with. One still
+        // running in a slot is reused as it is, and its record is read only when a command
+        // probe must run in its working directory (an SSH host's round trip fewer).
         let env = match switch_phase {
-            Phase::RollbackSwitch if !target.slot_runs(number).await => {
+            Phase::RollbackSwitch
+                if matches!(env.health.probe, Probe::Command { .. })
+                    || !target.slot_runs(number).await =>
+            {
                 recorded_env(env, target, number).await
             }
             _ => Cow::Borrowed(env),
@@ -1959,14 +1981,15 @@ pub(crate) async fn ready_in_slot(
         let since = Instant::now();
         let result = match service_to_start(env).await {
             Ok(Cow::Borrowed(_)) => {
-                host.slot_ready(env, release, target.port, &slots.config)
+                host.slot_ready(env, &[], release, target.port, &slots.config)
                     .await
             }
             Ok(Cow::Owned(service)) => {
+                let secrets = secret_values(&env.service, &service);
                 let mut resolved = env.clone();
                 resolved.service = service;
                 resolved.secrets = None;
-                host.slot_ready(&resolved, release, target.port, &slots.config)
+                host.slot_ready(&resolved, &secrets, release, target.port, &slots.config)
                     .await
             }
             Err(error) => Err(error),
@@ -1995,7 +2018,7 @@ pub(crate) async fn ready_in_slot(
         Place::Ssh(host) => ProbeTarget {
             address: host.target().address.clone(),
             port,
-            working_dir: PathBuf::from(host.release_path(release)),
+            working_dir: within(PathBuf::from(host.release_path(release)), &env.service),
             remote: Some(Arc::clone(host)),
             agent: None,
         },
@@ -2003,7 +2026,7 @@ pub(crate) async fn ready_in_slot(
             port,
             target
                 .host()
-                .map(|host| host.release_path(release))
+                .map(|host| within(host.release_path(release), &env.service))
                 .unwrap_or_default(),
         ),
     };
@@ -2030,7 +2053,7 @@ async fn check(
     target: &Target,
     states: watch::Receiver<ServiceState>,
 ) -> Result<(), String> {
-    let probe_target = target.probe_target();
+    let probe_target = target.probe_target(&env.service);
     tokio::select! {
         result = wait_healthy(&env.health, &probe_target) => result.map(drop).map_err(|error| error.to_string()),
         reason = gave_up(states) => Err(format!("the service would not stay up: {reason}")),
@@ -2151,7 +2174,7 @@ async fn watch_bake(
                 }
                 probe_once(
                     &env.health.probe,
-                    &target.probe_target(),
+                    &target.probe_target(&env.service),
                     env.health.attempt_timeout,
                 )
                 .await

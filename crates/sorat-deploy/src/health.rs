@@ -268,7 +268,7 @@ async fn attempt(
 ) -> Result<(), Failure> {
     if let Some(agent) = &target.agent {
         return agent
-            .probe(probe, target.port, limit)
+            .probe(probe, target.port, &target.working_dir, limit)
             .await
             .map_err(|(message, timed_out)| Failure { message, timed_out });
     }

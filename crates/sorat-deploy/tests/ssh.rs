@@ -647,7 +647,8 @@ async fn the_services_environment_travels_in_a_private_file_not_on_a_command_lin
 
 /// A release whose service lives in a folder of its own (`working_dir`), on a local host, an
 /// SSH host and a blue-green local host; the next release runs from its root again, and a
-/// rollback runs the first as it was recorded, in its folder.
+/// rollback runs the first as it was recorded, in its folder. The health check is a command,
+/// which runs where the service runs: it finds `MODE` there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_runs_in_its_working_dir_and_a_rollback_keeps_it() {
     let sshd = Sshd::start();
@@ -674,6 +675,11 @@ async fn the_service_runs_in_its_working_dir_and_a_rollback_keeps_it() {
     ];
     let mut env = environment(Duration::from_secs(20));
     env.service.working_dir = Some("app".to_owned());
+    env.health.probe = sorat_deploy::Probe::Command {
+        command: "test -f MODE && python3 -c 'import os, socket; \
+                  socket.create_connection((\"127.0.0.1\", int(os.environ[\"PORT\"])), 1)'"
+            .to_owned(),
+    };
     let nested = sorat_deploy::ReleaseSpec {
         number: 1,
         meta: common::meta("v1"),

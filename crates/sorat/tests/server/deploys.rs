@@ -658,7 +658,7 @@ fn deploys_through_an_agent_chosen_by_label() {
     let port = free_port();
     let host_dir = temp.path().join("agent-host");
     let config = format!(
-        "  []\nenvironments:\n  fleet:\n    targets:\n      - name: web-a\n        agent: {{ labels: [web], dir: {}, port: {port} }}\n    service: {{ command: exec python3 app.py, stop_grace: 5s }}\n    health: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 15s }}\n  lost:\n    targets:\n      - agent: {{ labels: [nowhere], dir: {}, port: {} }}\n    service: {{ command: exec python3 app.py }}\n",
+        "  []\nenvironments:\n  fleet:\n    targets:\n      - name: web-a\n        agent: {{ labels: [web], dir: {}, port: {port} }}\n    service:\n      command: echo \"greeting is $GREETING\"; exec python3 app.py\n      env: {{ GREETING: \"${{{{ secrets.GREETING }}}}\" }}\n      stop_grace: 5s\n    health: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 15s }}\n  lost:\n    targets:\n      - agent: {{ labels: [nowhere], dir: {}, port: {} }}\n    service: {{ command: exec python3 app.py }}\n",
         host_dir.display(),
         temp.path().join("lost").display(),
         free_port()
@@ -667,6 +667,9 @@ fn deploys_through_an_agent_chosen_by_label() {
     let admin = server.admin();
     publish(&admin, "1");
     publish(&admin, "2");
+    let secret = "open sesame 4711";
+    let (status, _) = admin.put("/api/v1/secrets/GREETING", json!({ "value": secret }));
+    assert_eq!(status, 204);
     let mut agent_process = crate::support::AgentProcess::start(
         &server,
         &server.token("web-agent", "agent"),
@@ -744,6 +747,15 @@ fn deploys_through_an_agent_chosen_by_label() {
         server.log_text()
     );
     assert!(lines.iter().any(|line| line["release"] == 1), "{lines:#?}");
+    // The service got its secret; the agent's own log has the line, masked.
+    let greeting = reqwest::blocking::get(format!("http://127.0.0.1:{port}/greeting"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(greeting, secret);
+    let agent_log = std::fs::read_to_string(&agent_process.log).unwrap();
+    assert!(agent_log.contains("greeting is ***"), "{agent_log}");
+    assert!(!agent_log.contains("sesame"), "{agent_log}");
     // Only agents send lines, in the documented shape.
     let agent = server.client(&server.token("another-agent", "agent"));
     let (status, body) = admin.post(
@@ -850,14 +862,17 @@ fn blue_green_through_an_agent() {
     let (port, blue, green) = (free_port(), free_port(), free_port());
     let host_dir = temp.path().join("agent-host");
     let config = format!(
-        "  []\nenvironments:\n  fleet:\n    targets:\n      - name: web-a\n        agent: {{ labels: [web], dir: {}, port: {port}, slots: [{blue}, {green}] }}\n    service: {{ command: exec python3 app.py, stop_grace: 5s }}\n    health: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 15s }}\n    strategy: {{ blue_green: {{ scale_down_delay: 10m }} }}\n",
+        "  []\nenvironments:\n  fleet:\n    targets:\n      - name: web-a\n        agent: {{ labels: [web], dir: {}, port: {port}, slots: [{blue}, {green}] }}\n    service:\n      command: echo \"greeting is $GREETING\"; exec python3 app.py\n      env: {{ GREETING: \"${{{{ secrets.GREETING }}}}\" }}\n      stop_grace: 5s\n    health: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 15s }}\n    strategy: {{ blue_green: {{ scale_down_delay: 10m }} }}\n",
         host_dir.display(),
     );
     let server = Server::start(temp.path(), "", &config);
     let admin = server.admin();
     publish(&admin, "1");
     publish(&admin, "2");
-    let _agent = crate::support::AgentProcess::start(
+    let secret = "blue green sesame";
+    let (status, _) = admin.put("/api/v1/secrets/GREETING", json!({ "value": secret }));
+    assert_eq!(status, 204);
+    let agent = crate::support::AgentProcess::start(
         &server,
         &server.token("web-agent", "agent"),
         "web-a",
@@ -932,6 +947,19 @@ fn blue_green_through_an_agent() {
         json!({ "slot": "blue", "release": 1 }),
         "{environments:#}"
     );
+    // Each slot's service got the secret; the agent's own log has their lines masked.
+    let greeting = reqwest::blocking::get(format!("http://127.0.0.1:{port}/greeting"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(greeting, secret);
+    let agent_log = std::fs::read_to_string(&agent.log).unwrap();
+    assert_eq!(
+        agent_log.matches("greeting is ***").count(),
+        2,
+        "{agent_log}"
+    );
+    assert!(!agent_log.contains("sesame"), "{agent_log}");
 }
 
 /// Blue-green on two SSH hosts: Sorat uploads its own executable to each host and runs it
