@@ -211,6 +211,9 @@ pub struct SshConfig {
     /// `slots: [PORT, PORT]`: as for `local`, under `blue-green` (Sorat uploads its own
     /// executable to the host and runs it there as the router).
     pub slots: Option<[u16; 2]>,
+    /// `router`: the executable uploaded as the blue-green router instead of Sorat's own, for
+    /// a host of another system or architecture (relative to the config file; needs `slots`).
+    pub router: Option<PathBuf>,
 }
 
 /// `environments.<name>.health`.
@@ -871,6 +874,7 @@ impl Loader<'_> {
                 let dir = reader.get("dir");
                 let port = reader.get("port");
                 let slots_node = reader.get("slots");
+                let router = reader.get("router");
                 reader.finish(self.diagnostics);
                 let (Some(host), Some(dir), Some(port)) = (host, dir, port) else {
                     self.error(
@@ -918,6 +922,14 @@ impl Loader<'_> {
                 };
                 let key = path(key, "`key`")?;
                 let known_hosts = path(known_hosts, "`known_hosts`")?;
+                if let (Some(node), None) = (router, slots_node) {
+                    self.error(
+                        node.span,
+                        "`router` is the executable of the blue-green router: it needs `slots: [PORT, PORT]`",
+                    );
+                    return None;
+                }
+                let router = path(router, "`router`")?;
                 // Ports of SSH targets are on their own hosts: checked among themselves only.
                 let slots = match slots_node {
                     Some(node) => {
@@ -937,6 +949,7 @@ impl Loader<'_> {
                         known_hosts,
                         dir: dir_text,
                         slots,
+                        router,
                     }),
                 })
             }
@@ -2100,6 +2113,16 @@ mod tests {
                 ..
             })
         ));
+        // A host of another architecture gets the router named, relative to the config file.
+        let (config, messages) = load_text(&format!(
+            "{head}    targets: [ {{ ssh: {{ host: h, dir: d, port: 9001, slots: [9101, 9102], router: bin/sorat-aarch64 }} }} ]\n    strategy: blue-green\n"
+        ));
+        assert!(messages.is_empty(), "{messages:?}");
+        assert!(matches!(
+            &config.unwrap().environments[0].hosts[0].place,
+            TargetPlace::Ssh(SshConfig { router: Some(router), .. })
+                if router == Path::new("/etc/sorat/bin/sorat-aarch64")
+        ));
         // The short form takes the defaults.
         let (config, messages) = load_text(&format!(
             "{head}    targets: [ {{ local: {{ dir: a, port: 9001, slots: [9101, 9102] }} }} ]\n    strategy: blue-green\n"
@@ -2130,6 +2153,10 @@ mod tests {
             (
                 "    targets: [ { local: { dir: a, port: 9001, slots: [9101] } } ]\n",
                 "8:54: `slots` is two ports",
+            ),
+            (
+                "    targets: [ { ssh: { host: h, dir: d, port: 9001, router: r } } ]\n",
+                "8:62: `router` is the executable of the blue-green router: it needs `slots: [PORT, PORT]`",
             ),
             (
                 "    targets: [ { local: { dir: a, port: 9001, slots: [9101, 9001] } } ]\n",
@@ -2182,6 +2209,7 @@ mod tests {
                 known_hosts: Some(PathBuf::from("/etc/sorat/keys/known_hosts")),
                 dir: "/srv/web".to_owned(),
                 slots: None,
+                router: None,
             })
         );
         // The same service port on another host is fine; defaults apply.

@@ -120,6 +120,86 @@ async fn executable_digest(path: &Path) -> Result<String, ReleaseError> {
     Ok(hex)
 }
 
+/// The systems and machines, as `uname -s` and `uname -m` name them, that run an executable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Platform {
+    /// `uname -s` (none: the executable does not say).
+    system: Option<&'static str>,
+    /// The `uname -m` names of its architecture; the first is shown.
+    machines: &'static [&'static str],
+}
+
+impl Platform {
+    /// What runs the ELF executable whose first bytes are `head`; none when that cannot be
+    /// told (not ELF, or an architecture not listed here), and then the host is not asked.
+    fn of_elf(head: &[u8]) -> Option<Platform> {
+        use object::elf::{self, FileHeader32, FileHeader64};
+        use object::read::elf::FileHeader;
+        fn fields<H: FileHeader>(head: &[u8]) -> Option<(elf::Machine, u8, bool)> {
+            let header = H::parse(head).ok()?;
+            let endian = header.endian().ok()?;
+            Some((
+                header.e_machine(endian),
+                header.e_ident().os_abi.0,
+                header.is_type_64(),
+            ))
+        }
+        let (machine, os_abi, wide) = match object::FileKind::parse(head).ok()? {
+            object::FileKind::Elf32 => fields::<FileHeader32<object::Endianness>>(head)?,
+            object::FileKind::Elf64 => fields::<FileHeader64<object::Endianness>>(head)?,
+            _ => return None,
+        };
+        let machines: &'static [&'static str] = match (machine, wide) {
+            (elf::EM_X86_64, true) => &["x86_64", "amd64"],
+            (elf::EM_386, false) => &["i686", "i386", "i486", "i586"],
+            (elf::EM_AARCH64, true) => &["aarch64", "arm64"],
+            (elf::EM_ARM, false) => &["armv7l", "armv6l", "armv8l", "arm"],
+            (elf::EM_RISCV, true) => &["riscv64"],
+            (elf::EM_PPC64, true) => &["ppc64le", "ppc64"],
+            (elf::EM_S390, true) => &["s390x"],
+            (elf::EM_LOONGARCH, true) => &["loongarch64"],
+            _ => return None,
+        };
+        // Linux executables mostly say "System V" (0); GNU (3) is Linux too.
+        let system = match elf::OsAbi(os_abi) {
+            elf::ELFOSABI_SYSV | elf::ELFOSABI_GNU => Some("Linux"),
+            elf::ELFOSABI_FREEBSD => Some("FreeBSD"),
+            elf::ELFOSABI_NETBSD => Some("NetBSD"),
+            elf::ELFOSABI_OPENBSD => Some("OpenBSD"),
+            _ => None,
+        };
+        Some(Platform { system, machines })
+    }
+
+    /// Whether a host whose `uname -sm` printed `uname` runs it.
+    fn runs_on(&self, uname: &str) -> bool {
+        let mut words = uname.split_whitespace();
+        let (Some(system), Some(machine)) = (words.next(), words.next()) else {
+            // A host that cannot say is left to try.
+            return true;
+        };
+        self.system.is_none_or(|own| own == system) && self.machines.contains(&machine)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(system) = self.system {
+            write!(formatter, "{system} ")?;
+        }
+        formatter.write_str(self.machines.first().copied().unwrap_or("?"))
+    }
+}
+
+/// The platform of the executable at `path`, from its first bytes.
+async fn executable_platform(path: &Path) -> Option<Platform> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::with_capacity(64);
+    let file = tokio::fs::File::open(path).await.ok()?;
+    file.take(64).read_to_end(&mut head).await.ok()?;
+    Platform::of_elf(&head)
+}
+
 /// How long the master connection stays after its last command: a Sorat that ends without
 /// closing it (killed) leaves no process behind for longer than this.
 const CONTROL_PERSIST: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(120) {
@@ -1497,15 +1577,29 @@ cat "$R/router/routed" 2>/dev/null || echo"#,
         if known.as_deref() == Some(name.as_str()) {
             return Ok(name);
         }
-        let present = self
+        let found = self
             .run_ok(
                 "cannot upload the router",
-                r#"[ -x "$R/router/$1" ] && echo present || true"#,
+                r#"uname -sm 2>/dev/null || echo; [ -x "$R/router/$1" ] && echo present || true"#,
                 &[&name],
                 None,
             )
             .await?;
-        if present.trim() == "present" {
+        let mut lines = found.lines();
+        let uname = lines.next().unwrap_or_default().trim();
+        if let Some(platform) = executable_platform(binary).await
+            && !platform.runs_on(uname)
+        {
+            return Err(remote_error(
+                self.name(),
+                "cannot run the blue-green router",
+                format!(
+                    "the host runs {uname}, but the router {} is built for {platform}: give the target `router:`, a Sorat built for {uname}",
+                    binary.display()
+                ),
+            ));
+        }
+        if lines.next().map(str::trim) == Some("present") {
             *known = Some(name.clone());
             return Ok(name);
         }
@@ -1830,5 +1924,57 @@ async fn tail_log(
         if !behind {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::Platform;
+
+    /// The first 64 bytes of an ELF executable: `class` 1 (32-bit) or 2 (64-bit),
+    /// little-endian, for `machine`, with the OS ABI `os_abi`.
+    fn elf_head(class: u8, machine: u16, os_abi: u8) -> Vec<u8> {
+        let mut head = vec![0u8; 64];
+        head[..4].copy_from_slice(b"\x7fELF");
+        head[4] = class;
+        head[5] = 1; // little-endian
+        head[6] = 1; // EV_CURRENT
+        head[7] = os_abi;
+        head[16..18].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
+        head[18..20].copy_from_slice(&machine.to_le_bytes());
+        head[20..24].copy_from_slice(&1u32.to_le_bytes());
+        head
+    }
+
+    #[test]
+    fn an_executable_says_which_hosts_run_it() {
+        let x86_64 = Platform::of_elf(&elf_head(2, 62, 0)).unwrap();
+        assert_eq!(x86_64.to_string(), "Linux x86_64");
+        assert!(x86_64.runs_on("Linux x86_64\n"));
+        assert!(!x86_64.runs_on("Linux aarch64"));
+        assert!(!x86_64.runs_on("FreeBSD amd64"));
+        let arm64 = Platform::of_elf(&elf_head(2, 183, 3)).unwrap();
+        assert_eq!(arm64.to_string(), "Linux aarch64");
+        assert!(arm64.runs_on("Linux aarch64"));
+        assert!(!arm64.runs_on("Linux x86_64"));
+        let freebsd = Platform::of_elf(&elf_head(2, 62, 9)).unwrap();
+        assert!(freebsd.runs_on("FreeBSD amd64") && !freebsd.runs_on("Linux x86_64"));
+        // A 32-bit ARM executable; a 64-bit header claiming a 32-bit machine is not known.
+        assert!(
+            Platform::of_elf(&elf_head(1, 40, 0))
+                .unwrap()
+                .runs_on("Linux armv7l")
+        );
+        assert_eq!(Platform::of_elf(&elf_head(2, 40, 0)), None);
+        // A host that cannot say is left to try; what is not ELF is not checked.
+        assert!(x86_64.runs_on(""));
+        assert_eq!(Platform::of_elf(b"#!/bin/sh\nexec sorat \"$@\"\n"), None);
+        assert_eq!(Platform::of_elf(&elf_head(2, 62, 0)[..30]), None);
+        // This test's own executable runs here.
+        let own = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let here = format!("Linux {}", std::env::consts::ARCH);
+        assert!(Platform::of_elf(&own[..64]).unwrap().runs_on(&here));
     }
 }

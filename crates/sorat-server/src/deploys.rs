@@ -376,9 +376,11 @@ impl EnvironmentState {
                             connect_timeout: Duration::from_secs(10),
                             control_dir: std::env::temp_dir(),
                         });
-                        // A blue-green host runs this very executable as its router.
+                        // A blue-green host runs this very executable as its router, unless
+                        // the target names another (for a host of another architecture).
                         if ssh.slots.is_some()
-                            && let Ok(executable) = std::env::current_exe()
+                            && let Some(executable) =
+                                ssh.router.clone().or_else(|| std::env::current_exe().ok())
                         {
                             host = host.with_router(executable);
                         }

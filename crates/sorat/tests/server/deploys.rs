@@ -962,6 +962,64 @@ fn blue_green_through_an_agent() {
     assert!(!agent_log.contains("sesame"), "{agent_log}");
 }
 
+/// A blue-green SSH target whose `router` is built for another architecture than the host's
+/// (an ELF header for aarch64 here): the deploy is refused, saying what the host runs and what
+/// to give, before the release starts there; nothing is uploaded as the router.
+#[test]
+fn an_ssh_host_that_cannot_run_the_router_is_refused_before_the_release_starts() {
+    let temp = tempfile::tempdir().unwrap();
+    let sshd = crate::sshd::Sshd::start();
+    let mut head = vec![0u8; 64];
+    head[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00");
+    head[16..18].copy_from_slice(&3u16.to_le_bytes());
+    head[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
+    head[20..24].copy_from_slice(&1u32.to_le_bytes());
+    let router = temp.path().join("sorat-aarch64");
+    std::fs::write(&router, &head).unwrap();
+    let (port, blue, green) = (free_port(), free_port(), free_port());
+    let target = ssh_target_yaml(
+        &sshd,
+        0,
+        &format!(
+            "port: {port}, slots: [{blue}, {green}], router: {}",
+            router.display()
+        ),
+    );
+    let config = format!(
+        "  []\nenvironments:\n  remote:\n    targets:\n{target}    service: {{ command: exec python3 app.py }}\n    health: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 5s }}\n    strategy: blue-green\n"
+    );
+    let server = Server::start(temp.path(), "", &config);
+    let admin = server.admin();
+    publish(&admin, "1");
+    let (status, body) = admin.post(
+        "/api/v1/environments/remote/deploy",
+        json!({ "artifact": "app@1" }),
+    );
+    let text = body.to_string();
+    assert_eq!(
+        (status, &body["outcome"]),
+        (409, &json!("aborted")),
+        "{body:#}"
+    );
+    assert_eq!(body["hosts"][0]["outcome"], "preview_failed", "{body:#}");
+    let here = format!("the host runs Linux {}", std::env::consts::ARCH);
+    assert!(text.contains(&here), "{body:#}");
+    assert!(
+        text.contains(&format!(
+            "but the router {} is built for Linux aarch64: give the target `router:`",
+            router.display()
+        )),
+        "{body:#}"
+    );
+    let host = sshd.hosts_dir().join("web0");
+    assert!(!host.join("current").exists(), "nothing serves");
+    let uploaded = std::fs::read_dir(host.join("router"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(uploaded, 0, "no router was uploaded");
+    assert!(version_on(port).is_none() && version_on(blue).is_none());
+}
+
 /// Blue-green on two SSH hosts: Sorat uploads its own executable to each host and runs it
 /// there as the router, under the host's supervisor. Each release starts in the idle slot
 /// and is checked there; a client asking both hosts the whole time gets every answer; a
