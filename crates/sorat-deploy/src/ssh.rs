@@ -1809,25 +1809,39 @@ async fn poll_state(host: Arc<SshHost>, unit: &'static str, sender: watch::Sende
 /// `START COUNT START COUNT` (per file: where the bytes start and how many), then the bytes of
 /// `log`, then those of `err`.
 const LOG_READ: &str = r#"L=$3; C=$4; U="$R/$5"
-# `part FILE OFFSET` sets s (where to read from) and n (how many bytes) for one file.
+# `part FILE OFFSET` sets s (where to read from), n (how many bytes) and c (how many bytes
+# were cut from the file's front, before o) for one file.
 part() {
-  f=$1; o=$2; s=0; n=0
+  f=$1; o=$2; s=0; n=0; c=0
   [ -f "$f" ] || return 0
   size=$(wc -c < "$f")
   if [ "$o" -lt 0 ]; then s=$size; return 0; fi
   if [ "$size" -lt "$o" ]; then o=0; fi
-  # Everything read and the file past its limit: it goes to FILE.1 and starts over (what
-  # the service writes between the copy and the truncation, a few milliseconds, is lost).
-  if [ "$o" -eq "$size" ] && [ "$size" -gt "$L" ]; then
-    if cp "$f" "$f.1.tmp" && : > "$f" && mv "$f.1.tmp" "$f.1"; then return 0; fi
+  # Read past the limit: what was read moves to FILE.1 (the one before is dropped). It is
+  # cut from the file's front in whole filesystem blocks (fallocate's collapse range, which
+  # the kernel orders with the service's appends: nothing it writes meanwhile is lost, and
+  # it keeps writing to the same file). A filesystem that cannot (tmpfs, NFS) gets a copy and
+  # a truncation once everything is read (what is written in between, milliseconds, is lost).
+  if [ "$o" -gt "$L" ]; then
+    b=$(stat -f -c %S "$f" 2>/dev/null) || b=4096
+    [ "$b" -gt 0 ] 2>/dev/null || b=4096
+    k=$((o / b * b)); [ "$k" -ge "$size" ] && k=$((k - b))
+    if [ "$k" -gt 0 ] && head -c "$k" "$f" > "$f.1.tmp" \
+        && fallocate --collapse-range --offset 0 --length "$k" "$f" 2>/dev/null; then
+      mv "$f.1.tmp" "$f.1"; c=$k; o=$((o - k)); size=$((size - k))
+    elif [ "$o" -eq "$size" ] && cp "$f" "$f.1.tmp" && : > "$f" && mv "$f.1.tmp" "$f.1"; then
+      c=$o; return 0
+    else
+      rm -f "$f.1.tmp"
+    fi
   fi
   # The bytes from o to the size measured above: the file only grows meanwhile.
   s=$o; n=$((size - o)); [ "$n" -gt "$C" ] && n=$C
   return 0
 }
-part "$U/log" "$1"; os=$s; on=$n
-part "$U/err" "$2"; es=$s; en=$n
-echo "$os $on $es $en"
+part "$U/log" "$1"; os=$s; on=$n; oc=$c
+part "$U/err" "$2"; es=$s; en=$n; ec=$c
+echo "$os $on $es $en $oc $ec"
 [ "$on" -eq 0 ] || tail -c +$((os + 1)) "$U/log" | head -c "$on"
 [ "$en" -eq 0 ] || tail -c +$((es + 1)) "$U/err" | head -c "$en"
 "#;
@@ -1835,8 +1849,8 @@ echo "$os $on $es $en"
 /// The most of the service's log read in one poll.
 const LOG_CHUNK: i64 = 1024 * 1024;
 
-/// The size past which the service's log on a host is moved to `log.1` (the one before is
-/// dropped) once Sorat has read it.
+/// The size past which what Sorat has read of the service's log on a host moves to `log.1`
+/// (the one before is dropped).
 const LOG_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Follows the service's output on the host and sends its lines (tagged with the host,
@@ -1883,12 +1897,17 @@ async fn tail_log(
                 .filter_map(|number| number.parse().ok())
                 .collect();
             let mut data = &ran.stdout_bytes[end + 1..];
-            if let [out_start, out_count, err_start, err_count] = numbers[..] {
-                for (index, (start, count)) in [(out_start, out_count), (err_start, err_count)]
-                    .into_iter()
-                    .enumerate()
+            if let [out_start, out_count, err_start, err_count, out_cut, err_cut] = numbers[..] {
+                for (index, (start, count, cut)) in [
+                    (out_start, out_count, out_cut),
+                    (err_start, err_count, err_cut),
+                ]
+                .into_iter()
+                .enumerate()
                 {
-                    if start != offsets[index] && offsets[index] >= 0 {
+                    // Where the file goes on is where it was read up to, less what was cut
+                    // from its front; anywhere else, it is a new file.
+                    if start != offsets[index] - cut && offsets[index] >= 0 {
                         pending[index].clear();
                     }
                     // Counted in the file's bytes.
