@@ -648,7 +648,11 @@ async fn run_step(
     hard_cancel: &CancellationToken,
 ) -> StepRecord {
     let shared = run.shared;
-    if job_cancel.is_cancelled() && run.status == JobStatus::Success {
+    // Whether the job was cancelled when the step was chosen to run: then it runs only by its
+    // `if` (`always()`), and the job's cancellation must not stop it. Read once: a cancellation
+    // that comes later, while the step starts, stops it like any running step.
+    let cancelled_before = job_cancel.is_cancelled();
+    if cancelled_before && run.status == JobStatus::Success {
         run.status = JobStatus::Cancelled;
     }
     let empty_env = IndexMap::new();
@@ -743,9 +747,10 @@ async fn run_step(
             return record;
         }
     };
-    // A step that runs although the job is already cancelled (`if: always()`) can only be
-    // stopped by the second Ctrl-C.
-    let cancel = if job_cancel.is_cancelled() {
+    // A step that runs although the job was already cancelled (`if: always()`) can only be
+    // stopped by the second Ctrl-C. (Asking the token again here let a cancellation that came
+    // after the step was chosen, under an implicit `success()`, run the step to its end.)
+    let cancel = if cancelled_before {
         hard_cancel.clone()
     } else {
         job_cancel.clone()
