@@ -636,6 +636,7 @@ fn environment() -> Environment {
         bake: None,
         judge: None,
         secrets: None,
+        progress: None,
     }
 }
 

@@ -729,6 +729,7 @@ impl HostExecutor {
                     bake: None,
                     judge: None,
                     secrets: None,
+                    progress: None,
                 };
                 let config = BlueGreenSlots {
                     ports: slots,

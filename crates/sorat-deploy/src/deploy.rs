@@ -63,6 +63,37 @@ pub struct Environment {
     /// are used as they are). Release records keep the values as configured, never what a
     /// secret resolved to.
     pub secrets: Option<Arc<dyn SecretResolver>>,
+    /// Where each step of a deploy or rollback is told as it happens (none: nobody watches).
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
+}
+
+/// One step of a deploy or a rollback, told as it happens, for whoever watches (the CLI
+/// prints them while it waits for the report).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The host it is about (none: the whole environment).
+    pub host: Option<String>,
+    /// What happened.
+    pub message: String,
+}
+
+/// Tells `env`'s watcher, if any, that `message` happened (on `host`).
+fn tell(env: &Environment, host: Option<&str>, message: impl Into<String>) {
+    if let Some(progress) = &env.progress {
+        let _ = progress.send(Progress {
+            host: host.map(str::to_owned),
+            message: message.into(),
+        });
+    }
+}
+
+/// `timings` as `prepare 612 ms, switch 20 ms, …`.
+fn timings_text(timings: &[Timing]) -> String {
+    timings
+        .iter()
+        .map(|timing| format!("{} {} ms", timing.phase.word(), timing.duration.as_millis()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What [`SecretResolver::resolve`] returns: the environment, or which secret is missing.
@@ -1284,6 +1315,21 @@ pub enum Phase {
     RollbackHealth,
 }
 
+impl Phase {
+    /// The phase in words, as the API spells it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Phase::Prepare => "prepare",
+            Phase::Switch => "switch",
+            Phase::Restart => "restart",
+            Phase::Health => "health",
+            Phase::RollbackSwitch => "rollback_switch",
+            Phase::RollbackRestart => "rollback_restart",
+            Phase::RollbackHealth => "rollback_health",
+        }
+    }
+}
+
 /// How long a phase took on a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
@@ -1381,6 +1427,16 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+}
+
+/// `outcome` in words.
+fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Succeeded => "succeeded".to_owned(),
+        Outcome::Aborted { reason } => format!("aborted: {reason}"),
+        Outcome::RolledBack { reason } => format!("rolled back: {reason}"),
+        Outcome::Failed { reason } => format!("failed: {reason}"),
+    }
 }
 
 /// What a deploy or rollback did.
@@ -1481,6 +1537,15 @@ pub async fn deploy(
     let started = Instant::now();
     let number = release.number;
     tracing::info!(environment = %env.name, release = number, ?strategy, "deploy starts");
+    tell(
+        env,
+        None,
+        format!(
+            "deploy of release {number} ({}) to {} host(s) starts",
+            release.meta.artifact,
+            targets.len()
+        ),
+    );
     let mut reports = Vec::with_capacity(targets.len());
     let currents = join_all(targets.iter().map(Target::current)).await;
     for (target, previous) in targets.iter().zip(currents) {
@@ -1524,6 +1589,17 @@ pub async fn deploy(
     };
     for (report, (result, since)) in reports.iter_mut().zip(prepared) {
         report.time(Phase::Prepare, since);
+        match &result {
+            Ok(_) => tell(
+                env,
+                Some(&report.host),
+                format!(
+                    "release {number} prepared in {} ms",
+                    since.elapsed().as_millis()
+                ),
+            ),
+            Err(error) => tell(env, Some(&report.host), format!("cannot prepare: {error}")),
+        }
         if let Err(error) = result {
             report.outcome = HostOutcome::PrepareFailed;
             let text = error.to_string();
@@ -1541,6 +1617,7 @@ pub async fn deploy(
     }
     if let Some(reason) = abort_reason {
         tracing::warn!(environment = %env.name, release = number, %reason, "deploy aborted");
+        tell(env, None, format!("deploy aborted: {reason}"));
         return DeployReport {
             environment: env.name.clone(),
             release: Some(number),
@@ -1568,6 +1645,14 @@ pub async fn deploy(
                 let mut healthy = Vec::new();
                 for (index, (result, timings)) in chunk.iter().zip(results) {
                     let report = &mut reports[*index];
+                    match &result {
+                        Ok(()) => tell(
+                            env,
+                            Some(&report.host),
+                            format!("serves release {number} ({})", timings_text(&timings)),
+                        ),
+                        Err(error) => tell(env, Some(&report.host), format!("failed: {error}")),
+                    }
                     report.timings.extend(timings);
                     switched.push(*index);
                     match result {
@@ -1610,6 +1695,17 @@ pub async fn deploy(
                 .await;
                 for (index, (result, timings)) in chunk.iter().zip(results) {
                     let report = &mut reports[*index];
+                    match &result {
+                        Ok(()) => tell(
+                            env,
+                            Some(&report.host),
+                            format!(
+                                "release {number} ready beside the serving one ({})",
+                                timings_text(&timings)
+                            ),
+                        ),
+                        Err(error) => tell(env, Some(&report.host), format!("failed: {error}")),
+                    }
                     report.timings.extend(timings);
                     if let Err(error) = result {
                         report.outcome = HostOutcome::PreviewFailed;
@@ -1628,6 +1724,11 @@ pub async fn deploy(
                     "release {number} runs beside the serving release on every host; promote to switch traffic to it"
                 );
                 tracing::info!(environment = %env.name, release = number, "waiting to be promoted");
+                tell(
+                    env,
+                    None,
+                    format!("waiting to be promoted (`sorat promote {}`)", env.name),
+                );
                 let decision = match &env.judge {
                     Some(judge) => judge.decide(&env.name, number, "promotion", &reason).await,
                     None => Decision::Abort {
@@ -1647,11 +1748,18 @@ pub async fn deploy(
             }
             Action::Pause(duration) => {
                 tracing::info!(environment = %env.name, release = number, ?duration, "canary pause");
+                tell(env, None, format!("canary pause of {duration:?}"));
                 tokio::time::sleep(duration).await;
             }
             Action::Analyze(step) => {
                 tracing::info!(environment = %env.name, release = number, analysis = %step.name, "canary analysis");
+                tell(env, None, format!("analysis `{}` runs", step.name));
                 let report = step.analysis.run(step.source.as_ref(), None).await;
+                tell(
+                    env,
+                    None,
+                    format!("analysis `{}`: {:?}", step.name, report.outcome),
+                );
                 let verdict = judged(env, number, &step.name, &report.outcome).await;
                 if let Some(reason) = verdict {
                     failure = Some(reason);
@@ -1669,14 +1777,31 @@ pub async fn deploy(
         && let Some(bake) = &env.bake
     {
         tracing::info!(environment = %env.name, release = number, duration = ?bake.duration, "bake window");
+        tell(
+            env,
+            None,
+            format!(
+                "bake window of {:?}: watching the health checks{}",
+                bake.duration,
+                if bake.analysis.is_some() {
+                    " and the analysis"
+                } else {
+                    ""
+                }
+            ),
+        );
         let (result, analysis) = watch_bake(env, targets, bake, number).await;
         if let Some(report) = analysis
             && let Some(step) = &bake.analysis
         {
             analyses.push((step.name.clone(), report));
         }
-        if let Err(reason) = &result {
-            failure = Some(format!("bake window: {reason}"));
+        match &result {
+            Ok(()) => tell(env, None, "bake window passed"),
+            Err(reason) => {
+                tell(env, None, format!("bake window failed: {reason}"));
+                failure = Some(format!("bake window: {reason}"));
+            }
         }
         bake_result = Some(result.err());
     }
@@ -1699,6 +1824,7 @@ pub async fn deploy(
         }
         Some(reason) => {
             tracing::warn!(environment = %env.name, release = number, %reason, "deploy failed; rolling back");
+            tell(env, None, format!("deploy failed, rolling back: {reason}"));
             let reverts = join_all(switched.iter().map(|index| {
                 let target = &targets[*index];
                 let previous = reports[*index].previous;
@@ -1714,6 +1840,19 @@ pub async fn deploy(
             let mut all_reverted = true;
             for (index, (result, timings)) in switched.iter().zip(reverts) {
                 let report = &mut reports[*index];
+                match &result {
+                    Ok(current) => tell(
+                        env,
+                        Some(&report.host),
+                        match current {
+                            Some(current) => format!("back on release {current}"),
+                            None => "no release serves (it had none before)".to_owned(),
+                        },
+                    ),
+                    Err(error) => {
+                        tell(env, Some(&report.host), format!("rollback failed: {error}"))
+                    }
+                }
                 report.timings.extend(timings);
                 let failed_here = report.outcome == HostOutcome::FailedRolledBack;
                 match result {
@@ -1748,6 +1887,11 @@ pub async fn deploy(
         }
     };
     tracing::info!(environment = %env.name, release = number, ?outcome, "deploy ended");
+    tell(
+        env,
+        None,
+        format!("deploy ended: {}", outcome_text(&outcome)),
+    );
     DeployReport {
         environment: env.name.clone(),
         release: Some(number),
@@ -1797,6 +1941,11 @@ pub async fn rollback(
         plan.push((current, destination));
     }
     tracing::info!(environment = %env.name, ?to, "rollback starts");
+    tell(
+        env,
+        None,
+        format!("rollback of {} host(s) starts", targets.len()),
+    );
 
     let results = join_all(targets.iter().zip(&plan).map(|(target, (_, destination))| {
         activate(env, target, *destination, Phase::RollbackSwitch)
@@ -1809,6 +1958,14 @@ pub async fn rollback(
         targets.iter().zip(&plan).zip(results)
     {
         let mut report = HostReport::new(target.name(), *current);
+        match &result {
+            Ok(()) => tell(
+                env,
+                Some(target.name()),
+                format!("back on release {destination} ({})", timings_text(&timings)),
+            ),
+            Err(error) => tell(env, Some(target.name()), format!("failed: {error}")),
+        }
         report.timings = timings;
         report.current = Some(*destination);
         match result {
@@ -1841,6 +1998,11 @@ pub async fn rollback(
         Some(reason) => Outcome::Failed { reason },
     };
     tracing::info!(environment = %env.name, ?to, ?outcome, "rollback ended");
+    tell(
+        env,
+        None,
+        format!("rollback ended: {}", outcome_text(&outcome)),
+    );
     Ok(DeployReport {
         environment: env.name.clone(),
         release: to,

@@ -34,8 +34,8 @@ pub mod ssh;
 
 pub use deploy::{
     BlueGreenSlots, DeployError, DeployReport, Environment, HostOutcome, HostReport, Outcome,
-    Phase, ReleaseSpec, SLOT_NAMES, SecretResolver, ServiceConfig, Strategy, Target, Timing,
-    deploy, next_release_number, rollback,
+    Phase, Progress, ReleaseSpec, SLOT_NAMES, SecretResolver, ServiceConfig, Strategy, Target,
+    Timing, deploy, next_release_number, rollback,
 };
 pub use health::{HealthCheck, Healthy, Probe, ProbeTarget, Unhealthy, wait_healthy};
 pub use release::{

@@ -282,7 +282,9 @@ async fn a_failure_in_a_later_batch_rolls_back_the_earlier_batches_too() {
     fleet.targets[2].stop(Duration::from_secs(3)).await;
     let squatter = std::net::TcpListener::bind(("127.0.0.1", fleet.targets[2].port())).unwrap();
 
-    let env = environment(Duration::from_secs(3));
+    let mut env = environment(Duration::from_secs(3));
+    let (progress, mut steps) = tokio::sync::mpsc::unbounded_channel();
+    env.progress = Some(progress);
     let report = deploy(
         &env,
         &fleet.targets,
@@ -290,6 +292,31 @@ async fn a_failure_in_a_later_batch_rolls_back_the_earlier_batches_too() {
         Strategy::Rolling { batch: 2 },
     )
     .await;
+    // Each step was told as it happened, in order: the first batch serves, h2 fails, the
+    // finished hosts go back, h2 cannot.
+    let mut told = Vec::new();
+    while let Ok(step) = steps.try_recv() {
+        told.push(match step.host {
+            Some(host) => format!("{host}: {}", step.message),
+            None => step.message,
+        });
+    }
+    let position = |start: &str| {
+        told.iter()
+            .position(|step| step.starts_with(start))
+            .unwrap_or_else(|| panic!("no step `{start}…` in {told:#?}"))
+    };
+    let order = [
+        position("deploy of release 2 (web@v2) to 3 host(s) starts"),
+        position("h0: release 2 prepared in "),
+        position("h0: serves release 2 (switch "),
+        position("h2: failed: "),
+        position("deploy failed, rolling back: host h2:"),
+        position("h0: back on release 1"),
+        position("h2: rollback failed: "),
+        position("deploy ended: failed: host h2:"),
+    ];
+    assert!(order.is_sorted(), "{order:?} in {told:#?}");
     // h2 fails, and so does its rollback (the port is still taken): the deploy says so.
     let Outcome::Failed { reason } = &report.outcome else {
         panic!("{report:#?}");

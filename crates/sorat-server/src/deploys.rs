@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -20,8 +20,8 @@ use sorat_config::platform::{
 use sorat_deploy::analysis::{Analysis, Metric, PrometheusSource};
 use sorat_deploy::deploy::{AnalysisStep, Bake, CanaryStep, Decision, Judge};
 use sorat_deploy::{
-    BlueGreenSlots, DeployReport, Environment, HealthCheck, Host, HostOutcome, Outcome, Phase,
-    Probe, ReleaseFile, ReleaseMeta, ReleaseSpec, ReleaseStatus, RestartPolicy, SecretResolver,
+    BlueGreenSlots, DeployReport, Environment, HealthCheck, Host, HostOutcome, Outcome, Probe,
+    Progress, ReleaseFile, ReleaseMeta, ReleaseSpec, ReleaseStatus, RestartPolicy, SecretResolver,
     ServiceConfig, ServiceLine, ServiceState, SshHost, SshTarget, Strategy, Target,
 };
 use sorat_pipeline::mask::Masker;
@@ -48,6 +48,8 @@ pub struct EnvironmentState {
     pub starting: std::sync::atomic::AtomicBool,
     /// The last lines its services wrote, oldest first.
     pub lines: Arc<std::sync::Mutex<std::collections::VecDeque<Value>>>,
+    /// The last steps of its deploys and rollbacks, as they happened.
+    pub progress: Arc<std::sync::Mutex<ProgressLog>>,
     /// A deploy waiting for a decision, if any.
     pub pauses: Arc<Pauses>,
 }
@@ -190,6 +192,89 @@ async fn decide(
     })))
 }
 
+/// The steps of an environment's deploys and rollbacks, numbered from 1 as they happen; the
+/// last [`KEPT_PROGRESS`] are kept.
+#[derive(Debug, Default)]
+pub struct ProgressLog {
+    /// The number of the last step told (0: none yet).
+    last: u64,
+    /// The kept steps, oldest first.
+    kept: std::collections::VecDeque<Value>,
+}
+
+/// How many steps of its deploys an environment keeps for the API.
+const KEPT_PROGRESS: usize = 500;
+
+/// Numbers the steps `sorat-deploy` tells and keeps them for `GET …/progress`; their text is
+/// masked like the services' lines (an error may quote a command).
+fn collect_progress(
+    log: Arc<std::sync::Mutex<ProgressLog>>,
+    masker: Arc<std::sync::Mutex<Masker>>,
+) -> Option<tokio::sync::mpsc::UnboundedSender<Progress>> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+    runtime.spawn(async move {
+        while let Some(step) = receiver.recv().await {
+            let message = match masker.lock() {
+                Ok(masker) if !masker.is_empty() => masker.mask(&step.message),
+                _ => step.message,
+            };
+            if let Ok(mut log) = log.lock() {
+                log.last += 1;
+                let entry = json!({
+                    "seq": log.last,
+                    "at": jiff::Timestamp::now().to_string(),
+                    "host": step.host,
+                    "message": message,
+                });
+                if log.kept.len() == KEPT_PROGRESS {
+                    log.kept.pop_front();
+                }
+                log.kept.push_back(entry);
+            }
+        }
+    });
+    Some(sender)
+}
+
+/// The query of `GET …/progress`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressQuery {
+    /// Only the steps numbered above this.
+    #[serde(default)]
+    after: u64,
+}
+
+/// `GET /api/v1/environments/{env}/progress?after=N`: the steps of its deploys and rollbacks
+/// numbered above `N` (the last 500 are kept), and the number of the last one, from which a
+/// client asks again.
+pub async fn progress(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(query): Query<ProgressQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&state.store, None, Role::Viewer).await?;
+    let environment = find(&state, &name)?;
+    let (steps, last) = environment
+        .progress
+        .lock()
+        .map(|log| {
+            let steps: Vec<Value> = log
+                .kept
+                .iter()
+                .filter(|step| step["seq"].as_u64().is_some_and(|seq| seq > query.after))
+                .cloned()
+                .collect();
+            (steps, log.last)
+        })
+        .unwrap_or_default();
+    Ok(Json(
+        json!({ "environment": name, "steps": steps, "last": last }),
+    ))
+}
+
 /// How many of its services' lines an environment keeps for the API.
 const KEPT_LINES: usize = 2000;
 
@@ -309,6 +394,7 @@ impl EnvironmentState {
                 command: command.clone(),
             },
         };
+        let progress = Arc::new(std::sync::Mutex::new(ProgressLog::default()));
         let environment = Environment {
             name: config.name.clone(),
             service: ServiceConfig {
@@ -333,6 +419,7 @@ impl EnvironmentState {
                 store,
                 masker: Arc::clone(&masker),
             }) as Arc<dyn SecretResolver>),
+            progress: collect_progress(Arc::clone(&progress), Arc::clone(&masker)),
         };
         let lines = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
         let sender = collect_lines(config.name.clone(), Arc::clone(&lines), Arc::clone(&masker));
@@ -405,6 +492,7 @@ impl EnvironmentState {
             busy: tokio::sync::Mutex::new(()),
             starting: std::sync::atomic::AtomicBool::new(true),
             lines,
+            progress,
             pauses,
         }
     }
@@ -759,7 +847,7 @@ fn report_json(report: &DeployReport) -> Value {
             "outcome": outcome_word(&host.outcome),
             "errors": host.errors,
             "timings_ms": host.timings.iter().map(|t| json!({
-                "phase": phase_word(t.phase),
+                "phase": t.phase.word(),
                 "ms": t.duration.as_secs_f64() * 1000.0,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
@@ -776,19 +864,6 @@ fn outcome_word(outcome: &HostOutcome) -> &'static str {
         HostOutcome::FailedRolledBack => "failed_rolled_back",
         HostOutcome::RolledBack => "rolled_back",
         HostOutcome::RollbackFailed => "rollback_failed",
-    }
-}
-
-/// A phase as the API spells it.
-fn phase_word(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Prepare => "prepare",
-        Phase::Switch => "switch",
-        Phase::Restart => "restart",
-        Phase::Health => "health",
-        Phase::RollbackSwitch => "rollback_switch",
-        Phase::RollbackRestart => "rollback_restart",
-        Phase::RollbackHealth => "rollback_health",
     }
 }
 

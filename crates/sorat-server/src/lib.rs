@@ -531,6 +531,10 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/environments/{name}/logs", get(deploys::logs))
         .route(
+            "/api/v1/environments/{name}/progress",
+            get(deploys::progress),
+        )
+        .route(
             "/api/v1/environments/{name}/promote",
             post(deploys::promote),
         )

@@ -172,15 +172,31 @@ fn print_report(report: &Value) -> u8 {
 }
 
 /// Sends a deploy or rollback; a 409 carrying a report is the work failing (exit 1).
-async fn act(client: &Client, path: &str, body: Value) -> Result<u8, Failed> {
-    let response = client
+/// `POST path`, a deploy or rollback of `environment`: its steps are shown on standard error
+/// as they happen (asked for every half second while the answer is awaited), then its
+/// report on standard output.
+async fn act(client: &Client, environment: &str, path: &str, body: Value) -> Result<u8, Failed> {
+    let steps = format!("/api/v1/environments/{environment}/progress");
+    // This action's steps are those told after the last one told before it.
+    let mut after = show_steps(client, &steps, None).await;
+    let request = client
         .http
         .post(format!("{}{path}", client.base))
         .bearer_auth(&client.token)
         .json(&body)
-        .send()
-        .await
-        .map_err(|error| Failed(error.to_string(), exit::FAILURE))?;
+        .send();
+    tokio::pin!(request);
+    let response = loop {
+        tokio::select! {
+            response = &mut request => break response,
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                after = show_steps(client, &steps, after).await;
+            }
+        }
+    };
+    // The steps told between the last ask and the answer.
+    show_steps(client, &steps, after).await;
+    let response = response.map_err(|error| Failed(error.to_string(), exit::FAILURE))?;
     let status = response.status();
     let value: Value = response
         .json()
@@ -198,12 +214,32 @@ async fn act(client: &Client, path: &str, body: Value) -> Result<u8, Failed> {
     Err(Failed(format!("HTTP {}: {message}", status.as_u16()), code))
 }
 
+/// Prints the steps told after step `after` (none: only learns the last step's number) and
+/// returns the number of the last step seen. Steps are a view: when they cannot be read (a
+/// server without them), nothing is shown and the action goes on.
+async fn show_steps(client: &Client, path: &str, after: Option<u64>) -> Option<u64> {
+    let query = format!("{path}?after={}", after.unwrap_or(u64::MAX));
+    let Ok(answer) = client.send(reqwest::Method::GET, &query, None).await else {
+        return after;
+    };
+    if after.is_some() {
+        for step in answer["steps"].as_array().into_iter().flatten() {
+            let message = step["message"].as_str().unwrap_or_default();
+            match step["host"].as_str() {
+                Some(host) => eprintln!("  {host}: {message}"),
+                None => eprintln!("  {message}"),
+            }
+        }
+    }
+    answer["last"].as_u64().or(after)
+}
+
 /// `sorat deploy ENV --artifact NAME@VERSION`.
 pub(crate) fn deploy(args: DeployArgs) -> u8 {
     let path = format!("/api/v1/environments/{}/deploy", args.environment);
     let body = json!({ "artifact": args.artifact });
     with_client(&args.client, |client| async move {
-        act(&client, &path, body).await
+        act(&client, &args.environment, &path, body).await
     })
 }
 
@@ -212,7 +248,7 @@ pub(crate) fn rollback(args: RollbackArgs) -> u8 {
     let path = format!("/api/v1/environments/{}/rollback", args.environment);
     let body = json!({ "to": args.to });
     with_client(&args.client, |client| async move {
-        act(&client, &path, body).await
+        act(&client, &args.environment, &path, body).await
     })
 }
 

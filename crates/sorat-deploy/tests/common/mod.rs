@@ -159,6 +159,7 @@ pub fn environment(health_timeout: Duration) -> Environment {
         bake: None,
         judge: None,
         secrets: None,
+        progress: None,
     }
 }
 

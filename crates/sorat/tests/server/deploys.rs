@@ -691,7 +691,36 @@ fn deploys_through_an_agent_chosen_by_label() {
             server.cli_text(&["deploy", "fleet", "--artifact", &format!("app@{version}")]);
         assert_eq!(code, Some(0), "{out}\n{}", server.log_text());
         assert_eq!(version_on(port).as_deref(), Some(version), "{out}");
+        // The deploy's steps are shown as they happen, each once, before the report.
+        for step in [
+            format!("  deploy of release {version} (app@{version}) to 1 host(s) starts\n"),
+            format!("  web-a: release {version} prepared in "),
+            format!("  web-a: serves release {version} (switch "),
+            "  deploy ended: succeeded\n".to_owned(),
+        ] {
+            assert_eq!(out.matches(&step).count(), 1, "{step:?} in\n{out}");
+        }
     }
+    // The steps through the API: numbered, and asked for after a number.
+    let (status, steps) = admin.get("/api/v1/environments/fleet/progress?after=0");
+    assert_eq!(status, 200, "{steps}");
+    let last = steps["last"].as_u64().unwrap();
+    assert_eq!(
+        steps["steps"].as_array().unwrap().len() as u64,
+        last,
+        "{steps:#}"
+    );
+    let (_, tail) = admin.get(&format!(
+        "/api/v1/environments/fleet/progress?after={}",
+        last - 1
+    ));
+    assert_eq!(
+        tail["steps"][0]["message"], "deploy ended: succeeded",
+        "{tail:#}"
+    );
+    assert_eq!(tail["steps"][0]["seq"], last, "{tail:#}");
+    let (status, _) = admin.get("/api/v1/environments/fleet/progress?before=3");
+    assert_eq!(status, 400);
     // The agent keeps the host's folder: releases, current, release.json.
     assert_eq!(
         std::fs::read_link(host_dir.join("current")).unwrap(),
@@ -700,6 +729,11 @@ fn deploys_through_an_agent_chosen_by_label() {
     let (code, out) = server.cli_text(&["rollback", "fleet"]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(version_on(port).as_deref(), Some("1"), "{out}");
+    assert!(
+        out.contains("  web-a: back on release 1 (rollback_switch "),
+        "{out}"
+    );
+    assert!(out.contains("  rollback ended: succeeded\n"), "{out}");
     // The service's state is read from the agent now and then: it reaches `running`.
     let started = Instant::now();
     let environments = loop {
