@@ -1398,13 +1398,6 @@ impl HostReport {
             .find(|timing| timing.phase == phase)
             .map(|timing| timing.duration)
     }
-
-    fn time(&mut self, phase: Phase, since: Instant) {
-        self.timings.push(Timing {
-            phase,
-            duration: since.elapsed(),
-        });
-    }
 }
 
 /// How a deploy or rollback ended.
@@ -1582,24 +1575,28 @@ pub async fn deploy(
             join_all(targets.iter().map(|target| async move {
                 let since = Instant::now();
                 let result = target.prepare(release).await;
-                (result, since)
+                // Each host's own time, told as soon as it is done.
+                let took = since.elapsed();
+                match &result {
+                    Ok(_) => tell(
+                        env,
+                        Some(target.name()),
+                        format!("release {number} prepared in {} ms", took.as_millis()),
+                    ),
+                    Err(error) => {
+                        tell(env, Some(target.name()), format!("cannot prepare: {error}"))
+                    }
+                }
+                (result, took)
             }))
             .await
         }
     };
-    for (report, (result, since)) in reports.iter_mut().zip(prepared) {
-        report.time(Phase::Prepare, since);
-        match &result {
-            Ok(_) => tell(
-                env,
-                Some(&report.host),
-                format!(
-                    "release {number} prepared in {} ms",
-                    since.elapsed().as_millis()
-                ),
-            ),
-            Err(error) => tell(env, Some(&report.host), format!("cannot prepare: {error}")),
-        }
+    for (report, (result, took)) in reports.iter_mut().zip(prepared) {
+        report.timings.push(Timing {
+            phase: Phase::Prepare,
+            duration: took,
+        });
         if let Err(error) = result {
             report.outcome = HostOutcome::PrepareFailed;
             let text = error.to_string();
