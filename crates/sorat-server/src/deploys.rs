@@ -192,6 +192,14 @@ async fn decide(
     })))
 }
 
+/// `text` with the environment's secrets masked.
+fn masked(masker: &std::sync::Mutex<Masker>, text: String) -> String {
+    match masker.lock() {
+        Ok(masker) if !masker.is_empty() => masker.mask(&text),
+        _ => text,
+    }
+}
+
 /// The steps of an environment's deploys and rollbacks, numbered from 1 as they happen; the
 /// last [`KEPT_PROGRESS`] are kept.
 #[derive(Debug, Default)]
@@ -215,10 +223,7 @@ fn collect_progress(
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Progress>();
     runtime.spawn(async move {
         while let Some(step) = receiver.recv().await {
-            let message = match masker.lock() {
-                Ok(masker) if !masker.is_empty() => masker.mask(&step.message),
-                _ => step.message,
-            };
+            let message = masked(&masker, step.message);
             if let Ok(mut log) = log.lock() {
                 log.last += 1;
                 let entry = json!({
@@ -290,11 +295,7 @@ fn collect_lines(
     runtime.spawn(async move {
         while let Some(mut line) = receiver.recv().await {
             // The secrets given to the environment's services never reach a log.
-            if let Ok(masker) = masker.lock()
-                && !masker.is_empty()
-            {
-                line.line = masker.mask(&line.line);
-            }
+            line.line = masked(&masker, line.line);
             let stream = match line.stream {
                 sorat_deploy::Stream::Stdout => "stdout",
                 sorat_deploy::Stream::Stderr => "stderr",
